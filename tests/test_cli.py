@@ -1,0 +1,72 @@
+"""Integration tests of the `gnnbatch` command line, run as a subprocess like a user would."""
+import json, os, shutil, subprocess, sys
+import pytest
+
+def run(*args, env=None, check=True):
+    r = subprocess.run(['gnnbatch', *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    if check and r.returncode != 0: raise AssertionError(f"gnnbatch {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+def test_help_lists_commands():
+    out = run('--help').stdout
+    assert 'sizes' in out
+
+@pytest.mark.parametrize('cmd', ['sizes'])
+def test_every_command_has_help_and_json(cmd):
+    out = run(cmd, '--help').stdout
+    assert '--json' in out and '--dataset' in out
+
+def test_sizes_qm9_json():
+    r = json.loads(run('sizes', '--dataset', 'qm9', '--json').stdout)
+    assert r['n_graph'] == 130_831
+    assert (r['nodes']['min'], r['nodes']['max']) == (3, 29)
+    assert abs(r['nodes']['mean'] - 18.03) < 0.01
+    assert abs(r['edges']['mean'] - 314) < 2.5 and r['edges']['max'] == 29*28
+    assert r['load_seconds'] < 2.0, f"loading the cached QM9 took {r['load_seconds']} s"
+
+def test_sizes_splits_partition_qm9():
+    n = [json.loads(run('sizes', '--dataset', 'qm9', '--split', s, '--json').stdout)['n_graph'] for s in ('train', 'val', 'test')]
+    assert n == [104_665, 13_083, 13_083]
+
+def test_sizes_mp36k_table_and_json():
+    r = json.loads(run('sizes', '--dataset', 'mp36k', '--json').stdout)
+    assert r['n_graph'] == 36_737
+    assert r['edges']['total'] == 12*r['nodes']['total']          # 12 n edges per crystal
+    assert (r['nodes']['min'], r['nodes']['max']) == (1, 200)
+    table = run('sizes', '--dataset', 'mp36k').stdout
+    assert 'nodes per graph' in table and '36,737 graphs' in table
+
+def test_missing_crystal_file_is_a_clear_error(tmp_path):
+    r = run('sizes', '--dataset', 'mp36k', '--data', str(tmp_path/'mp36k_structures.jsonl.gz'), check=False)
+    assert r.returncode == 2
+    assert 'was not found' in r.stderr and 'shared/data' in r.stderr and 'Traceback' not in r.stderr
+
+def test_missing_aflow_download_is_a_clear_error(tmp_path):
+    r = run('sizes', '--dataset', 'aflow', '--data', str(tmp_path/'aflow.jsonl'), check=False)
+    assert r.returncode == 2 and 'download=True' in r.stderr and 'Traceback' not in r.stderr
+
+def test_unknown_dataset_is_rejected():
+    r = run('sizes', '--dataset', 'qm10', check=False)
+    assert r.returncode == 2 and 'invalid choice' in r.stderr
+
+def test_corrupt_cache_is_detected_and_rebuilt(tmp_path):
+    "Damage a copy of the real QM9 cache: the command warns, rebuilds, and prints the right numbers."
+    from gnnbatch_nb.graphs import cache_root
+    src = cache_root()/'qm9'
+    if not (src/'manifest.json').exists(): run('sizes', '--dataset', 'qm9')
+    shutil.copytree(src, tmp_path/'qm9')
+    f = tmp_path/'qm9'/'z.npy'
+    raw = bytearray(f.read_bytes()); raw[len(raw)//2] ^= 0x01; f.write_bytes(bytes(raw))
+    r = run('sizes', '--dataset', 'qm9', env={'GNNBATCH_CACHE': str(tmp_path), 'PYTHONWARNINGS': 'default'})
+    assert 'z.npy is corrupt' in r.stderr and 'rebuilding the cache' in r.stderr
+    assert '130,831 graphs' in r.stdout
+    again = run('sizes', '--dataset', 'qm9', env={'GNNBATCH_CACHE': str(tmp_path), 'PYTHONWARNINGS': 'default'})
+    assert 'rebuilding' not in again.stderr                       # the rebuilt cache is valid
+
+def test_partial_cache_without_manifest_is_rebuilt(tmp_path):
+    from gnnbatch_nb.graphs import cache_root
+    shutil.copytree(cache_root()/'qm9', tmp_path/'qm9')
+    (tmp_path/'qm9'/'manifest.json').unlink()                      # as if a build had died before finishing
+    r = run('sizes', '--dataset', 'qm9', '--json', env={'GNNBATCH_CACHE': str(tmp_path)})
+    assert json.loads(r.stdout)['n_graph'] == 130_831
+    assert (tmp_path/'qm9'/'manifest.json').exists()
