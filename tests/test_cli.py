@@ -11,10 +11,10 @@ def test_help_lists_commands():
     out = run('--help').stdout
     assert 'sizes' in out
 
-@pytest.mark.parametrize('cmd', ['sizes'])
+@pytest.mark.parametrize('cmd', [['sizes'], ['plan'], ['bench', 'batching']])
 def test_every_command_has_help_and_json(cmd):
-    out = run(cmd, '--help').stdout
-    assert '--json' in out and '--dataset' in out
+    out = run(*cmd, '--help').stdout
+    assert '--json' in out
 
 def test_sizes_qm9_json():
     r = json.loads(run('sizes', '--dataset', 'qm9', '--json').stdout)
@@ -70,3 +70,27 @@ def test_partial_cache_without_manifest_is_rebuilt(tmp_path):
     r = run('sizes', '--dataset', 'qm9', '--json', env={'GNNBATCH_CACHE': str(tmp_path)})
     assert json.loads(r.stdout)['n_graph'] == 130_831
     assert (tmp_path/'qm9'/'manifest.json').exists()
+
+def test_plan_reports_every_graph_once_and_one_shape_for_dynamic():
+    r = json.loads(run('plan', '--dataset', 'qm9', '--split', 'train', '--algorithm', 'dynamic', '--batch-size', '32', '--json').stdout)
+    assert r['n_used'] == r['n_graph'] == 104_665 and r['n_shapes'] == 1
+    assert 0.5 < r['node_eff'] <= 1 and 0.5 < r['edge_eff'] <= 1
+    assert sum(r['graphs_per_batch_hist'].values()) == r['n_batch']
+
+def test_plan_study_quirk_drops_every_bth_graph():
+    r = json.loads(run('plan', '--dataset', 'qm9', '--algorithm', 'static-64', '--batch-size', '16', '--drop-every-bth', '--json').stdout)
+    assert r['dropped'] == 130_831 - r['n_used'] and r['n_used'] == (130_831 // 16) * 15
+
+def test_plan_too_big_graph_is_a_clear_error_or_skipped():
+    r = run('plan', '--dataset', 'mp36k', '--algorithm', 'dynamic', '--batch-size', '2', check=False)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr
+    assert 'graph 1010 has 136 nodes' in r.stderr and 'too big' in r.stderr and 'Raise the budget' in r.stderr
+    s = json.loads(run('plan', '--dataset', 'mp36k', '--algorithm', 'dynamic', '--batch-size', '2', '--on-too-big', 'skip', '--json').stdout)
+    assert s['skipped'] == 246 and s['n_used'] + s['skipped'] == 36_737
+
+def test_bench_batching_quick_writes_results(tmp_path):
+    r = json.loads(run('bench', 'batching', '--quick', '--out', str(tmp_path), '--json').stdout)
+    assert {'efficiency', 'throughput', 'planning', 'machine'} <= set(r)
+    assert {p.name for p in tmp_path.iterdir()} >= {'efficiency.csv', 'throughput.csv', 'planning.csv', 'machine.json'}
+    loaders = {row['loader'] for row in r['throughput']}
+    assert 'PyG DataLoader (concat)' in loaders and 'gnnbatch packing' in loaders

@@ -1,0 +1,81 @@
+"""Property-based tests of collation: shapes as planned, masks consistent, every graph once, for every algorithm."""
+import numpy as np, torch, pytest
+from hypothesis import given, settings, strategies as st, HealthCheck
+from gnnbatch_nb.graphs import GraphStore
+from gnnbatch_nb.packing import ALGORITHMS, make_plan
+from gnnbatch_nb.loading import collate, PlanSampler, PaddedGraphs, batch_loader
+
+def random_store(n_node, seed, stored_edges):
+    "A store of random molecules: fully connected, or with random stored edges (and periodic shifts)."
+    rng = np.random.default_rng(seed)
+    n = np.asarray(n_node, np.int64); ptr = np.r_[0, np.cumsum(n)]
+    kw = {}
+    if stored_edges:
+        e = rng.integers(0, 4, len(n)) * n                       # k-NN-like: a multiple of n edges per graph
+        ei = np.concatenate([np.stack([rng.integers(0, max(m, 1), c), np.repeat(np.arange(m), c // max(m, 1))]) for m, c in zip(n, e)], 1) if e.sum() else np.zeros((2, 0), np.int64)
+        kw = dict(edge_index=ei.astype(np.int16), edge_ptr=np.r_[0, np.cumsum(e)], edge_shift=rng.integers(-1, 2, (e.sum(), 3)).astype(np.int8),
+                  cell=np.tile(np.eye(3, dtype=np.float32)*5, (len(n), 1, 1)))
+    return GraphStore('rand', z=rng.integers(1, 10, ptr[-1]).astype(np.uint8), pos=rng.normal(size=(ptr[-1], 3)).astype(np.float32),
+                      node_ptr=ptr, y=rng.normal(size=(len(n), 1)), target_names=['t'], target_units=['u'], **kw)
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(1, 12), min_size=1, max_size=120), st.sampled_from(sorted(ALGORITHMS)), st.sampled_from([2, 3, 5, 16]),
+       st.integers(0, 1000), st.booleans())
+def test_collated_batches_match_the_plan(n_node, algorithm, B, seed, stored):
+    store = random_store(n_node, seed, stored)
+    plan = make_plan(store.sizes, algorithm, B, seed=seed, on_too_big='solo') if algorithm in ('dynamic', 'packing') \
+        else make_plan(store.sizes, algorithm, B, seed=seed)
+    padded = plan.params.get('padded', True)
+    seen = []
+    for b in range(len(plan)):
+        idx = plan.batch(b)
+        pb = collate(store, idx, tuple(plan.shapes[b]) if padded else None)
+        N, E, G = pb.shape
+        if padded: assert (N, E, G) == tuple(plan.shapes[b])
+        n, e, g = pb.n_real
+        assert (n, e, g) == (store.n_node[idx].sum(), store.n_edge[idx].sum(), len(idx))
+        # masks are prefixes, and consistent with the node -> graph map
+        assert pb.node_mask[:n].all() and not pb.node_mask[n:].any() and pb.graph_mask[:g].all() and not pb.graph_mask[g:].any()
+        src, dst = pb.edge_index
+        assert (pb.node_mask[src] == pb.edge_mask).all() and (pb.node_mask[dst] == pb.edge_mask).all()     # real edges join real nodes
+        assert (pb.batch[src] == pb.batch[dst]).all()                                                      # never across graphs
+        assert (pb.batch[pb.node_mask] < g).all() and (pb.batch[~pb.node_mask] == g).all()                  # padding nodes: the padding graph
+        assert (pb.y[g:] == 0).all() and torch.allclose(pb.y[:g], torch.tensor(store.y[idx, 0], dtype=torch.float32))
+        if padded: assert N - n >= 1 and G - g >= 1
+        assert torch.isfinite(pb.edge_dist()).all()
+        seen.append(idx)
+    used = np.concatenate(seen) if seen else np.zeros(0, np.int64)
+    assert np.array_equal(np.sort(np.concatenate([used, plan.skipped, plan.dropped])), np.arange(len(store.n_node)))
+
+def test_edge_vectors_match_single_graph_reads():
+    store = random_store([3, 5, 2, 7], 0, stored_edges=True)
+    pb = collate(store, [2, 0, 3], (20, 100, 4))
+    off = 0; eoff = 0
+    for g in [2, 0, 3]:
+        d = store.graph(g); k = d['edge_index'].shape[1]
+        np.testing.assert_allclose(pb.edge_vec()[eoff:eoff+k].numpy(), d['edge_vec'], atol=1e-5)
+        np.testing.assert_array_equal(pb.edge_index[:, eoff:eoff+k].numpy() - off, d['edge_index'])
+        off += len(d['z']); eoff += k
+
+def test_loader_with_workers_is_deterministic_and_complete():
+    store = random_store(np.random.default_rng(1).integers(1, 10, 400), 1, stored_edges=False)
+    runs = []
+    for _ in range(2):
+        dl = batch_loader(store, 'packing', 8, seed=3, num_workers=2)
+        runs.append([b.graph_index.tolist() for b in dl])
+    assert runs[0] == runs[1]
+    assert sorted(sum(runs[0], [])) == list(range(400))
+
+@pytest.mark.parametrize('algorithm', sorted(ALGORITHMS))
+def test_ranks_are_disjoint_with_equal_batch_counts(algorithm):
+    store = random_store(np.random.default_rng(2).integers(1, 10, 301), 2, stored_edges=False)
+    samplers = [PlanSampler(store.sizes, algorithm, 8, seed=5, rank=r, world_size=3) for r in range(3)]
+    assert len({len(s) for s in samplers}) == 1
+    sets = [set(np.concatenate([sp.index for sp in s]).tolist()) for s in samplers]
+    assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
+
+def test_too_big_graph_is_a_clear_error_by_default():
+    store = random_store([3, 3, 40, 3], 0, stored_edges=False)
+    from gnnbatch_nb.packing import plan_dynamic
+    with pytest.raises(ValueError, match='graph 2'):
+        plan_dynamic(store.sizes, 4, budget=(32, 200, 4))
