@@ -57,8 +57,27 @@ def test_cost_model_recovers_known_parameters(a, b, c, cc, seed):
     sc = fit_step_cost(rec)
     pred = sc(rec.N, rec.E, rec.G); true = a + b*rec.N + c*rec.E
     assert np.allclose(pred, true, rtol=1e-3, atol=1e-5)
-    got, n = compile_cost(rec, sc)
-    assert n == 12 and abs(got - cc) < 1e-3 * cc + 1e-3
+    got, n, startup = compile_cost(rec, sc)
+    assert n == 12 and abs(got - cc) < 1e-3 * cc + 1e-3 and np.isnan(startup)
+
+@settings(max_examples=25, deadline=None)
+@given(cc=st.floats(1, 100), c0=st.floats(0, 100), first=st.integers(0, 11), seed=st.integers(0, 10_000))
+def test_startup_cost_is_separated(cc, c0, first, seed):
+    "A process's first compilation costs c0 more: the per-compile cost stays cc, c0 comes back, and the fresh-run total adds it once."
+    rng = np.random.default_rng(seed)
+    N = rng.integers(100, 2000, 12); E = rng.integers(1_000, 40_000, 12); G = rng.choice([9, 17, 33, 65], 12)
+    rec = _steps((0.01, 1e-5, 1e-5, 0.0), N, E, G, 4, 0.0, cc, rng).assign(first_compile=False)
+    i = rec.index[rec.compiles > 0][first]
+    rec.loc[i, 'first_compile'] = True; rec.loc[i, 'update_s'] += c0
+    sc = fit_step_cost(rec)
+    got, n, startup = compile_cost(rec, sc)
+    assert n == 11 and abs(got - cc) < 1e-3 * cc + 1e-3 and abs(startup - c0) < 1e-3 * (cc + c0) + 1e-3
+    cm = CostModel.fit(pd.concat([rec.assign(mode='eager'), rec.assign(mode='static')]))
+    p = _profile_from_draws(np.arange(50) % 7); p.mean_shape = np.array([1000., 10000., 33.])
+    step = float(cm.step['static'](*p.mean_shape))
+    assert np.allclose(cm.total(p, 'static', 20), 20 * step + 7 * cm.compile_s['static'] + cm.startup_s)
+    assert np.allclose(cm.total(p, 'static', 20, fresh=False), 20 * step + 7 * cm.compile_s['static'])
+    assert np.allclose(cm.total(p, 'eager', 20), 20 * float(cm.step['eager'](*p.mean_shape)))      # eager never pays it
 
 def test_total_and_break_even_by_hand():
     "Two one-shape profiles: T(S) = S·t + c; the break-even is where the lines cross."
@@ -72,3 +91,19 @@ def test_total_and_break_even_by_hand():
     be = cm.break_even(p2, 'static', p1, 'static')
     assert abs(be - 4*10.0/(t1 - t2)) / be < 0.01        # 4 extra compilations paid back by 11 ms per step
     assert cm.total(p1, 'eager', 10**6)[0] == pytest.approx(10**6 * t1, rel=1e-3)
+
+def test_bench_validate_end_to_end(tmp_path):
+    "gnnbatch bench validate: fit by compare, fresh-process runs, predictions beside measurements, files written."
+    out = tmp_path/'val'
+    r = gnnbatch('bench', 'validate', '--batch-size', '4', '--steps', '3', '--compiled-steps', '3', '--backend', 'eager',
+                 '--runs', 'dynamic:eager:3', 'static-64:static:4', '--out', str(out), '--json')
+    res = json.loads(r.stdout)
+    t = pd.DataFrame(res['table'])
+    assert t[['algorithm', 'mode', 'steps']].values.tolist() == [['dynamic', 'eager', 3], ['static-64', 'static', 4]]
+    assert (t.measured_s > 0).all() and (t.predicted_s > 0).all() and t.process_s.gt(t.measured_s).all()
+    assert t.compiles.tolist() == t.predicted_compiles.astype(int).tolist()      # the plan's distinct shapes, exactly
+    for f in ('validation.csv', 'steps.csv', 'winners.csv', 'machine.json', 'fit/compare.csv'): assert (out/f).stat().st_size > 0
+
+def test_bench_validate_bad_runs_is_one_line():
+    r = gnnbatch('bench', 'validate', '--runs', 'dynamic-eager-3', check=False)
+    assert r.returncode == 2 and 'ALGORITHM:MODE:STEPS' in r.stderr and len(r.stderr.strip().splitlines()) == 1
