@@ -9,7 +9,7 @@ import pandas as pd
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['GraphSizes']
+__all__ = ['GraphSizes', 'as_i64', 'ceil_div', 'segment_sum', 'qm9_like', 'crystal_like']
 
 # %% ../nbs/00_sizes.ipynb #11ac1f09
 class GraphSizes:
@@ -55,6 +55,39 @@ class GraphSizes:
         return (f"GraphSizes({self.name + ': ' if self.name else ''}{len(self):,} graphs, "
                 f"nodes {self.n_node.mean():.1f} mean / {self.n_node.max()} max, "
                 f"edges {self.n_edge.mean():.1f} mean / {self.n_edge.max()} max)")
+
+# %% ../nbs/00_sizes.ipynb #b3d1b583
+def as_i64(a) -> np.ndarray:
+    "`a` as a flat, contiguous `int64` array, `[n]`."
+    return np.ascontiguousarray(np.asarray(a, dtype=np.int64).reshape(-1))
+
+def ceil_div(a, b):
+    "$\\lceil a/b \\rceil$ for non-negative integers (or integer arrays), exact."
+    return -(-a // b)
+
+def segment_sum(values:np.ndarray, # one value per graph, `[n_graph]`
+                order:np.ndarray, # graph indices in batch order, `[n_used]`
+                ptr:np.ndarray, # batch b holds `order[ptr[b]:ptr[b+1]]`, `[n_batch+1]`
+               ) -> np.ndarray:
+    "Sum of `values[order]` over the segments of `ptr`, `[n_batch]`; right for empty segments too."
+    c = np.concatenate([[0], np.cumsum(values[order], dtype=np.int64)])
+    return c[ptr[1:]] - c[ptr[:-1]]
+
+# %% ../nbs/00_sizes.ipynb #1c28eb71
+def qm9_like(n:int=130_831, # number of molecules
+             seed:int=0     # random seed
+            ) -> GraphSizes:
+    "Synthetic QM9-like sizes: atoms ~ round(N(18, 3)) clipped to 3..29, fully connected."
+    rng = np.random.default_rng(seed)
+    return GraphSizes.complete(np.clip(np.round(rng.normal(18, 3, n)), 3, 29).astype(np.int64), name='QM9-like')
+
+def crystal_like(n:int=60_000, # number of crystals
+                 k:int=12,     # neighbours per atom
+                 seed:int=0    # random seed
+                ) -> GraphSizes:
+    "Synthetic crystal-like sizes: atoms 1..200 (lognormal, mean about 26), k-nearest-neighbour edges."
+    rng = np.random.default_rng(seed)
+    return GraphSizes.knn(np.clip(np.round(rng.lognormal(2.98, 0.75, n)), 1, 200).astype(np.int64), k, name='crystal-like')
 
 # %% ../nbs/00_sizes.ipynb #18ab5130
 def _stats(a:np.ndarray, quantiles) -> dict:

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
-from gnnbatch_nb.costmodel import fit_step_cost, compile_cost, CostModel, _profile_from_draws
+from gnnbatch_nb.measure.costmodel import fit_step_cost, compile_cost, CostModel, _profile_from_draws
 
 def gnnbatch(*args, check=True):
     r = subprocess.run(['gnnbatch', *args], capture_output=True, text=True, timeout=900)
@@ -18,15 +18,15 @@ def test_compare_end_to_end_small(tmp_path):
                  '--compile-sample', 'dynamic', 'static-64', '--out', str(out), '--json')
     res = json.loads(r.stdout)
     t = pd.DataFrame(res['table'])
-    assert len(t) == 14 and set(t['mode']) == {'eager', 'static'}
+    assert len(t) == 14 and set(t['mode']) == {'eager', 'compiled'}
     assert (t[t['mode'] == 'eager'].step_src == 'measured').all()
-    dyn = t[(t['mode'] == 'static') & (t.algorithm == 'dynamic')].iloc[0]
+    dyn = t[(t['mode'] == 'compiled') & (t.algorithm == 'dynamic')].iloc[0]
     assert dyn.compiles == 1 and dyn.compiles_2000000 == 1            # one shape, one compilation, for ever
-    s64 = t[(t['mode'] == 'static') & (t.algorithm == 'static-64')].iloc[0]
+    s64 = t[(t['mode'] == 'compiled') & (t.algorithm == 'static-64')].iloc[0]
     assert s64.compiles_2000000 > s64.compiles_100000 - 1e-9 >= s64.shapes_per_epoch - 1e-9
     for f in ('compare.csv', 'steps.csv', 'compare.json', 'compare.png'): assert (out/f).stat().st_size > 0
     text = gnnbatch('recommend', '--from', str(out), '--steps', '1000').stdout
-    assert 'vs_best' in text and 'static' in text
+    assert 'vs_best' in text and 'compiled' in text
 
 def test_compare_table_output_marks_projections(tmp_path):
     r = gnnbatch('compare', '--limit', '300', '--batch-size', '8', '--steps', '3', '--compiled-steps', '3', '--backend', 'eager',
@@ -72,23 +72,23 @@ def test_startup_cost_is_separated(cc, c0, first, seed):
     sc = fit_step_cost(rec)
     got, n, startup = compile_cost(rec, sc)
     assert n == 11 and abs(got - cc) < 1e-3 * cc + 1e-3 and abs(startup - c0) < 1e-3 * (cc + c0) + 1e-3
-    cm = CostModel.fit(pd.concat([rec.assign(mode='eager'), rec.assign(mode='static')]))
+    cm = CostModel.fit(pd.concat([rec.assign(mode='eager'), rec.assign(mode='compiled')]))
     p = _profile_from_draws(np.arange(50) % 7); p.mean_shape = np.array([1000., 10000., 33.])
-    step = float(cm.step['static'](*p.mean_shape))
-    assert np.allclose(cm.total(p, 'static', 20), 20 * step + 7 * cm.compile_s['static'] + cm.startup_s)
-    assert np.allclose(cm.total(p, 'static', 20, fresh=False), 20 * step + 7 * cm.compile_s['static'])
+    step = float(cm.step['compiled'](*p.mean_shape))
+    assert np.allclose(cm.total(p, 'compiled', 20), 20 * step + 7 * cm.compile_s['compiled'] + cm.startup_s)
+    assert np.allclose(cm.total(p, 'compiled', 20, fresh=False), 20 * step + 7 * cm.compile_s['compiled'])
     assert np.allclose(cm.total(p, 'eager', 20), 20 * float(cm.step['eager'](*p.mean_shape)))      # eager never pays it
 
 def test_total_and_break_even_by_hand():
     "Two one-shape profiles: T(S) = S·t + c; the break-even is where the lines cross."
     rec = _steps((0.0, 1e-5, 1e-5, 0.0), np.arange(100, 1300, 100), np.arange(1000, 13000, 1000), np.full(12, 33), 3, 0.0, 10.0,
-                 np.random.default_rng(0)).assign(mode='static')
+                 np.random.default_rng(0)).assign(mode='compiled')
     cm = CostModel.fit(pd.concat([rec.assign(mode='eager'), rec]))
     p1 = _profile_from_draws(np.zeros(100, int)); p1.mean_shape = np.array([1000., 10000., 33.])
     p2 = _profile_from_draws(np.arange(100) % 5); p2.mean_shape = np.array([900., 9000., 33.])      # 5 shapes, 10 % cheaper steps
     t1, t2 = 0.11, 0.099
-    assert np.isclose(cm.total(p1, 'static', 1000)[0], 1000*t1 + 10.0, rtol=1e-3)
-    be = cm.break_even(p2, 'static', p1, 'static')
+    assert np.isclose(cm.total(p1, 'compiled', 1000)[0], 1000*t1 + 10.0, rtol=1e-3)
+    be = cm.break_even(p2, 'compiled', p1, 'compiled')
     assert abs(be - 4*10.0/(t1 - t2)) / be < 0.01        # 4 extra compilations paid back by 11 ms per step
     assert cm.total(p1, 'eager', 10**6)[0] == pytest.approx(10**6 * t1, rel=1e-3)
 
@@ -99,7 +99,7 @@ def test_bench_validate_end_to_end(tmp_path):
                  '--runs', 'dynamic:eager:3', 'static-64:static:4', '--out', str(out), '--json')
     res = json.loads(r.stdout)
     t = pd.DataFrame(res['table'])
-    assert t[['algorithm', 'mode', 'steps']].values.tolist() == [['dynamic', 'eager', 3], ['static-64', 'static', 4]]
+    assert t[['algorithm', 'mode', 'steps']].values.tolist() == [['dynamic', 'eager', 3], ['static-64', 'compiled', 4]]
     assert (t.measured_s > 0).all() and (t.predicted_s > 0).all() and t.process_s.gt(t.measured_s).all()
     assert t.compiles.tolist() == t.predicted_compiles.astype(int).tolist()      # the plan's distinct shapes, exactly
     for f in ('validation.csv', 'steps.csv', 'winners.csv', 'machine.json', 'fit/compare.csv'): assert (out/f).stat().st_size > 0

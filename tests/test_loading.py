@@ -2,7 +2,7 @@
 import numpy as np, torch, pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 from gnnbatch_nb.graphs import GraphStore
-from gnnbatch_nb.packing import ALGORITHMS, make_plan
+from gnnbatch_nb.batching.registry import ALGORITHMS, make_plan
 from gnnbatch_nb.loading import collate, PlanSampler, PaddedGraphs, batch_loader
 
 def random_store(n_node, seed, stored_edges):
@@ -76,6 +76,6 @@ def test_ranks_are_disjoint_with_equal_batch_counts(algorithm):
 
 def test_too_big_graph_is_a_clear_error_by_default():
     store = random_store([3, 3, 40, 3], 0, stored_edges=False)
-    from gnnbatch_nb.packing import plan_dynamic
+    from gnnbatch_nb.batching.packing import plan_dynamic
     with pytest.raises(ValueError, match='graph 2'):
         plan_dynamic(store.sizes, 4, budget=(32, 200, 4))

@@ -10,12 +10,13 @@ import pytest
 from hypothesis import given, settings, assume, strategies as st
 
 from gnnbatch_nb.sizes import GraphSizes
-from gnnbatch_nb.plan import (Plan, next_multiple_64, ceil_multiple_64, next_pow2, epoch_order, shard_plan,
-                              check_too_big, solo_shape)
-from gnnbatch_nb.padding import plan_static
-from gnnbatch_nb.bucketing import plan_bucketing
-from gnnbatch_nb.packing import (ALGORITHMS, make_plan, estimate_budget, dynamic_batch_stream, plan_dynamic,
-                                 plan_packing, next_fit_ptr)
+from gnnbatch_nb.batching.plan import (Plan, next_multiple_64, ceil_multiple_64, next_pow2,
+    epoch_order, shard_plan, check_too_big, solo_shape)
+from gnnbatch_nb.batching.padding import plan_static
+from gnnbatch_nb.batching.bucketing import plan_bucketing
+from gnnbatch_nb.batching.registry import ALGORITHMS, make_plan
+from gnnbatch_nb.batching.packing import (estimate_budget, dynamic_batch_stream,
+    plan_dynamic, plan_packing, next_fit_ptr)
 
 SETTINGS = settings(max_examples=50, deadline=None)
 

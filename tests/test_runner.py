@@ -4,8 +4,8 @@ import numpy as np, pandas as pd, pytest, torch
 torch.set_num_threads(1)
 from gnnbatch_nb.data.qm9 import qm9
 import gnnbatch_nb.runner as runner
-from gnnbatch_nb.runner import (SPEC_KEYS, DEFAULT_SPEC, expand_grid, run_key, run_grid, run_isolated, load_results,
-                                curves_path)
+from gnnbatch_nb.experiments.runner import (SPEC_KEYS, DEFAULT_SPEC, expand_grid, run_key,
+    run_grid, run_isolated, load_results, curves_path)
 
 FAST = dict(batch_size=8, steps=3)
 

@@ -2,8 +2,9 @@
 import time
 import numpy as np, pytest, torch
 import torch._dynamo
-from gnnbatch_nb.timers import (StepTimer, compile_model, CompileCounter, count_compiles, distinct_shape_batches,
-                                masked_mse, time_training_steps, static_config, sync)
+from gnnbatch_nb.training.timers import (StepTimer, compile_model, CompileCounter, count_compiles,
+    distinct_shape_batches, time_training_steps, static_config, sync)
+from gnnbatch_nb.models.registry import masked_mse
 from gnnbatch_nb.data.qm9 import qm9
 from gnnbatch_nb.loading import batch_loader, collate
 from gnnbatch_nb.models.schnet import SchNet
@@ -51,18 +52,18 @@ def test_static_compiles_once_per_shape(store):
     model = SchNet(n_feat=16, n_steps=1)
     three = distinct_shape_batches(batch_loader(store, 'static-64', 32, target='U0_atom'), 3)
     assert len({b.shape for b in three}) == 3
-    r = count_compiles(model, three + three[:1], 'static', backend='eager')   # a repeated shape does not recompile
+    r = count_compiles(model, three + three[:1], 'compiled', backend='eager')   # a repeated shape does not recompile
     assert r['graphs'] == 3 and r['frames_ok'] == 3 and r['compile_s'] > 0
     one = distinct_shape_batches(batch_loader(store, 'dynamic', 32, target='U0_atom'), 3, distinct=False)
     assert len({b.shape for b in one}) == 1
-    assert count_compiles(model, one, 'static', backend='eager')['graphs'] == 1
-    assert count_compiles(model, three, 'dynamic', backend='eager')['graphs'] < 3
+    assert count_compiles(model, one, 'compiled', backend='eager')['graphs'] == 1
+    assert count_compiles(model, three, 'compiled-dynamic', backend='eager')['graphs'] < 3
 
 def test_compile_model_restores_config():
     c = torch._dynamo.config
     before = (c.automatic_dynamic_shapes, c.recompile_limit, c.accumulated_recompile_limit)
     m = torch.nn.Linear(3, 1)
-    with compile_model(m, 'static', backend='eager', recompile_limit=500) as cm:
+    with compile_model(m, 'compiled', backend='eager', recompile_limit=500) as cm:
         assert (c.automatic_dynamic_shapes, c.recompile_limit) == (False, 500)
         assert c.accumulated_recompile_limit >= 500
         with CompileCounter() as cc:
@@ -70,7 +71,7 @@ def test_compile_model_restores_config():
         assert cc.final['graphs'] == 2
     assert (c.automatic_dynamic_shapes, c.recompile_limit, c.accumulated_recompile_limit) == before
     with pytest.raises(ValueError, match='CUDA'):
-        with compile_model(m, 'reduce-overhead'): pass
+        with compile_model(m, 'cudagraphs'): pass
     assert (c.automatic_dynamic_shapes, c.recompile_limit) == before[:2]
     assert set(static_config(7)) >= {'automatic_dynamic_shapes', 'recompile_limit'}
 
@@ -88,6 +89,6 @@ def test_masked_mse_and_training_steps(store):
     r = time_training_steps(model, loader, opt, loss, steps=8, warmup=1)   # more steps than one epoch: restarts
     assert r['steps'] == 8 and r['compiles'] == 0
     assert r['combined_mean'] >= r['batching_mean'] > 0
-    with compile_model(model, 'static', backend='eager') as cm:
+    with compile_model(model, 'compiled', backend='eager') as cm:
         r = time_training_steps(cm, loader, opt, loss, steps=3)
     assert r['compiles'] >= 1

@@ -3,8 +3,8 @@ import numpy as np, torch, pytest
 from dataclasses import replace
 torch.set_num_threads(1)
 from gnnbatch_nb.data.qm9 import qm9
-from gnnbatch_nb.train import Trainer, TrainConfig, resume, staircase
-from gnnbatch_nb.timers import masked_mse
+from gnnbatch_nb.training.train import Trainer, TrainConfig, resume, staircase
+from gnnbatch_nb.models.registry import masked_mse
 
 @pytest.fixture(scope='module')
 def small():

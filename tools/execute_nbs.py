@@ -1,6 +1,6 @@
 """Execute notebooks in place to refresh their outputs, skipping cells flagged `#| slow` (or other flags).
 
-Usage: python tools/execute_nbs.py nbs/12_train.ipynb [...] [--skip slow notest] [--timeout 900]
+Usage: python tools/execute_nbs.py nbs/06b_train.ipynb [...] [--skip slow notest] [--timeout 900]
 Then run `nbdev_clean --fname <notebook>` before committing.
 """
 import argparse, re

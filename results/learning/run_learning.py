@@ -6,7 +6,7 @@ Run from the repository root:  python results/learning/run_learning.py   (resume
 """
 import time, torch
 torch.set_num_threads(1)
-from gnnbatch_nb.runner import expand_grid, run_grid
+from gnnbatch_nb.experiments.runner import expand_grid, run_grid
 
 GRID = dict(dataset='qm9', model='schnet', batch_size=32, algorithm=['dynamic', 'static-64', 'static-2^N'],
             compile='eager', steps=150, seed=[0, 1, 2, 3, 4], lr=1e-3, device='cpu')

@@ -7,7 +7,7 @@ Run from the repository root:  python results/learning/run_learning_long.py   (r
 """
 import time, torch
 torch.set_num_threads(1)
-from gnnbatch_nb.runner import expand_grid, run_grid
+from gnnbatch_nb.experiments.runner import expand_grid, run_grid
 
 # seed-major order: an interrupted call still leaves complete (dynamic, static-64) pairs
 GRID = [g for s in (0, 1, 2) for g in expand_grid(dataset='qm9', model='schnet', batch_size=32, algorithm=['dynamic', 'static-64'],
