@@ -8,6 +8,8 @@ PKG = Path(__file__).resolve().parent.parent/'gnnbatch_nb'
 LAYERS = [('sizes', 'graphs'), ('data',), ('batching',), ('loading',), ('models',), ('training',), ('measure',),
           ('experiments',), ('widgets',), ('cli',)]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
+# Lower layers a layer still must not use: the models see only `PaddedBatch`es, never a planner.
+KNOWS_NOTHING_OF = {'models': ('batching',)}
 
 def modules():
     "Every generated module of the package, as (dotted name, path)."
@@ -39,6 +41,12 @@ def layer(dotted:str) -> int:
 def test_imports_go_down(dotted, path):
     up = sorted(m for m in imported(path, dotted) if layer(m) > layer(dotted))
     assert not up, f"{dotted} (layer {LAYERS[layer(dotted)]}) imports from higher layers: {up}"
+
+@pytest.mark.parametrize('dotted,path', list(modules()), ids=lambda v: v if isinstance(v, str) else '')
+def test_no_forbidden_lower_imports(dotted, path):
+    banned = KNOWS_NOTHING_OF.get(dotted.split('.')[0], ())
+    bad = sorted(m for m in imported(path, dotted) if m.split('.')[0] in banned)
+    assert not bad, f"{dotted} must know nothing of {banned}, but imports {bad}"
 
 def test_every_module_has_a_layer():
     for dotted, _ in modules(): layer(dotted)
