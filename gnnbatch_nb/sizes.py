@@ -9,7 +9,7 @@ import pandas as pd
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['GraphSizes', 'as_i64', 'ceil_div', 'segment_sum', 'qm9_like', 'crystal_like']
+__all__ = ['GraphSizes', 'as_i64', 'ceil_div', 'segment_sum', 'gather_ranges', 'qm9_like', 'crystal_like']
 
 # %% ../nbs/00_sizes.ipynb #11ac1f09
 class GraphSizes:
@@ -19,10 +19,12 @@ class GraphSizes:
                  n_edge, # directed edges of each graph, `[n_graph]`
                  name:str=''): # a label for tables and plots
         n_node, n_edge = (np.ascontiguousarray(a, dtype=np.int64) for a in (n_node, n_edge))
-        if n_node.ndim != 1 or n_edge.ndim != 1: raise ValueError(f"n_node and n_edge must be 1-D, got shapes {n_node.shape} and {n_edge.shape}")
+        if n_node.ndim != 1 or n_edge.ndim != 1:
+            raise ValueError(f"n_node and n_edge must be 1-D, got shapes {n_node.shape} and {n_edge.shape}")
         if len(n_node) != len(n_edge): raise ValueError(f"n_node has {len(n_node)} graphs but n_edge has {len(n_edge)}")
         for nm, a in (('n_node', n_node), ('n_edge', n_edge)):
-            if len(a) and a.min() < 0: raise ValueError(f"{nm} has a negative entry at graph {int(a.argmin())}: {int(a.min())}")
+            if len(a) and a.min() < 0:
+                raise ValueError(f"{nm} has a negative entry at graph {int(a.argmin())}: {int(a.min())}")
         self.n_node, self.n_edge, self.name = n_node, n_edge, name
 
     @classmethod
@@ -73,6 +75,14 @@ def segment_sum(values:np.ndarray, # one value per graph, `[n_graph]`
     c = np.concatenate([[0], np.cumsum(values[order], dtype=np.int64)])
     return c[ptr[1:]] - c[ptr[:-1]]
 
+def gather_ranges(starts, # first row of each range, `[k]`
+                  counts  # length of each range, `[k]`
+                 ) -> np.ndarray:
+    "The ranges `starts[i] + 0..counts[i]-1` one after the other, `[counts.sum()]`: rows of a batch in flat arrays."
+    starts, counts = as_i64(starts), as_i64(counts)
+    ends = np.cumsum(counts)
+    return np.repeat(starts - ends + counts, counts) + np.arange(int(ends[-1]) if len(ends) else 0)
+
 # %% ../nbs/00_sizes.ipynb #1c28eb71
 def qm9_like(n:int=130_831, # number of molecules
              seed:int=0     # random seed
@@ -87,11 +97,15 @@ def crystal_like(n:int=60_000, # number of crystals
                 ) -> GraphSizes:
     "Synthetic crystal-like sizes: atoms 1..200 (lognormal, mean about 26), k-nearest-neighbour edges."
     rng = np.random.default_rng(seed)
-    return GraphSizes.knn(np.clip(np.round(rng.lognormal(2.98, 0.75, n)), 1, 200).astype(np.int64), k, name='crystal-like')
+    n_atoms = np.clip(np.round(rng.lognormal(2.98, 0.75, n)), 1, 200).astype(np.int64)
+    return GraphSizes.knn(n_atoms, k, name='crystal-like')
 
 # %% ../nbs/00_sizes.ipynb #18ab5130
 def _stats(a:np.ndarray, quantiles) -> dict:
-    if not len(a): return dict(mean=float('nan'), std=float('nan'), min=0, **{f'q{q:g}': float('nan') for q in quantiles}, max=0, total=0)
+    "Mean, std, min, quantiles, max and total of `a` `[n]` (NaN and 0 when empty)."
+    if not len(a):
+        return dict(mean=float('nan'), std=float('nan'), min=0, **{f'q{q:g}': float('nan') for q in quantiles},
+                    max=0, total=0)
     return dict(mean=float(a.mean()), std=float(a.std()), min=int(a.min()),
                 **{f'q{q:g}': float(np.quantile(a, q)) for q in quantiles}, max=int(a.max()), total=int(a.sum()))
 
@@ -100,7 +114,8 @@ def _stats(a:np.ndarray, quantiles) -> dict:
 def summary(self:GraphSizes,
             quantiles=(0.5, 0.9, 0.99)) -> dict: # quantiles to report, in [0, 1]
     "Statistics of nodes and edges per graph: `{'n_graph':…, 'nodes': {...}, 'edges': {...}}`."
-    return dict(name=self.name, n_graph=len(self), nodes=_stats(self.n_node, quantiles), edges=_stats(self.n_edge, quantiles))
+    return dict(name=self.name, n_graph=len(self), nodes=_stats(self.n_node, quantiles),
+                edges=_stats(self.n_edge, quantiles))
 
 @patch
 def describe(self:GraphSizes, quantiles=(0.5, 0.9, 0.99)) -> pd.DataFrame:

@@ -96,7 +96,7 @@ def test_bench_validate_end_to_end(tmp_path):
     "gnnbatch bench validate: fit by compare, fresh-process runs, predictions beside measurements, files written."
     out = tmp_path/'val'
     r = gnnbatch('bench', 'validate', '--batch-size', '4', '--steps', '3', '--compiled-steps', '3', '--backend', 'eager',
-                 '--runs', 'dynamic:eager:3', 'static-64:static:4', '--out', str(out), '--json')
+                 '--runs', 'dynamic:eager:3', 'static-64:compiled:4', '--out', str(out), '--json')
     res = json.loads(r.stdout)
     t = pd.DataFrame(res['table'])
     assert t[['algorithm', 'mode', 'steps']].values.tolist() == [['dynamic', 'eager', 3], ['static-64', 'compiled', 4]]

@@ -81,5 +81,6 @@ def test_cached_crystal_graphs_match_a_fresh_build():
     idx = [0, 1, 100, 5000, int(np.argmax(mp.n_node))]
     fresh = build_crystals([recs[i] for i in idx], MP36K_TARGETS, 'x', progress=False)
     sub = mp.subset(idx)
-    for k in ('z', 'node_ptr', 'edge_index', 'edge_ptr', 'edge_shift'): np.testing.assert_array_equal(getattr(sub, k), getattr(fresh, k))
+    for k in ('z', 'node_ptr', 'edge_index', 'edge_ptr', 'edge_shift'):
+        np.testing.assert_array_equal(getattr(sub, k), getattr(fresh, k))
     np.testing.assert_allclose(sub.pos, fresh.pos, atol=1e-6)

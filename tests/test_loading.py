@@ -12,20 +12,24 @@ def random_store(n_node, seed, stored_edges):
     kw = {}
     if stored_edges:
         e = rng.integers(0, 4, len(n)) * n                       # k-NN-like: a multiple of n edges per graph
-        ei = np.concatenate([np.stack([rng.integers(0, max(m, 1), c), np.repeat(np.arange(m), c // max(m, 1))]) for m, c in zip(n, e)], 1) if e.sum() else np.zeros((2, 0), np.int64)
-        kw = dict(edge_index=ei.astype(np.int16), edge_ptr=np.r_[0, np.cumsum(e)], edge_shift=rng.integers(-1, 2, (e.sum(), 3)).astype(np.int8),
+        per_graph = [np.stack([rng.integers(0, max(m, 1), c), np.repeat(np.arange(m), c // max(m, 1))])
+                     for m, c in zip(n, e)]
+        ei = np.concatenate(per_graph, 1) if e.sum() else np.zeros((2, 0), np.int64)
+        kw = dict(edge_index=ei.astype(np.int16), edge_ptr=np.r_[0, np.cumsum(e)],
+                  edge_shift=rng.integers(-1, 2, (e.sum(), 3)).astype(np.int8),
                   cell=np.tile(np.eye(3, dtype=np.float32)*5, (len(n), 1, 1)))
-    return GraphStore('rand', z=rng.integers(1, 10, ptr[-1]).astype(np.uint8), pos=rng.normal(size=(ptr[-1], 3)).astype(np.float32),
+    return GraphStore('rand', z=rng.integers(1, 10, ptr[-1]).astype(np.uint8),
+                      pos=rng.normal(size=(ptr[-1], 3)).astype(np.float32),
                       node_ptr=ptr, y=rng.normal(size=(len(n), 1)), target_names=['t'], target_units=['u'], **kw)
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.integers(1, 12), min_size=1, max_size=120), st.sampled_from(sorted(ALGORITHMS)), st.sampled_from([2, 3, 5, 16]),
-       st.integers(0, 1000), st.booleans())
+@given(st.lists(st.integers(1, 12), min_size=1, max_size=120), st.sampled_from(sorted(ALGORITHMS)),
+       st.sampled_from([2, 3, 5, 16]), st.integers(0, 1000), st.booleans())
 def test_collated_batches_match_the_plan(n_node, algorithm, B, seed, stored):
     store = random_store(n_node, seed, stored)
     plan = make_plan(store.sizes, algorithm, B, seed=seed, on_too_big='solo') if algorithm in ('dynamic', 'packing') \
         else make_plan(store.sizes, algorithm, B, seed=seed)
-    padded = plan.params.get('padded', True)
+    padded = plan.padded
     seen = []
     for b in range(len(plan)):
         idx = plan.batch(b)
@@ -35,11 +39,13 @@ def test_collated_batches_match_the_plan(n_node, algorithm, B, seed, stored):
         n, e, g = pb.n_real
         assert (n, e, g) == (store.n_node[idx].sum(), store.n_edge[idx].sum(), len(idx))
         # masks are prefixes, and consistent with the node -> graph map
-        assert pb.node_mask[:n].all() and not pb.node_mask[n:].any() and pb.graph_mask[:g].all() and not pb.graph_mask[g:].any()
+        assert pb.node_mask[:n].all() and not pb.node_mask[n:].any()
+        assert pb.graph_mask[:g].all() and not pb.graph_mask[g:].any()
         src, dst = pb.edge_index
-        assert (pb.node_mask[src] == pb.edge_mask).all() and (pb.node_mask[dst] == pb.edge_mask).all()     # real edges join real nodes
-        assert (pb.batch[src] == pb.batch[dst]).all()                                                      # never across graphs
-        assert (pb.batch[pb.node_mask] < g).all() and (pb.batch[~pb.node_mask] == g).all()                  # padding nodes: the padding graph
+        # real edges join real nodes, never across graphs; padding nodes belong to the padding graph
+        assert (pb.node_mask[src] == pb.edge_mask).all() and (pb.node_mask[dst] == pb.edge_mask).all()
+        assert (pb.batch[src] == pb.batch[dst]).all()
+        assert (pb.batch[pb.node_mask] < g).all() and (pb.batch[~pb.node_mask] == g).all()
         assert (pb.y[g:] == 0).all() and torch.allclose(pb.y[:g], torch.tensor(store.y[idx, 0], dtype=torch.float32))
         if padded: assert N - n >= 1 and G - g >= 1
         assert torch.isfinite(pb.edge_dist()).all()

@@ -156,8 +156,8 @@ def check_shapes_as_planned(name, kw, plan, sizes, B):
         want = (next_multiple_64(int(sizes.n_node.max()) * B) + 1, next_multiple_64(int(sizes.n_edge.max()) * B), B)
         assert (sh == np.array(want)).all()
     elif name == 'bucketing':
-        levels = np.array(plan.params['levels'])
-        assert len(plan.distinct_shapes) <= plan.params['n_buckets']
+        levels = np.array(plan.levels)
+        assert len(plan.distinct_shapes) <= plan.extras['n_buckets']
         assert all(tuple(s) in set(map(tuple, levels)) for s in sh)
         idx = [next(i for i, l in enumerate(map(tuple, levels)) if tuple(s) == l) for s in sh]
         for b, i in enumerate(idx):        # the smallest level that fits (levels are in increasing order)
@@ -165,13 +165,13 @@ def check_shapes_as_planned(name, kw, plan, sizes, B):
                 assert real[b, 0] > l[0] - 1 or real[b, 1] > l[1] or real[b, 2] > l[2] - 1
         assert (real[:, 2] <= B - 1).all()
     elif name in ('dynamic', 'packing'):
-        budget = np.array(plan.params['budget'])
+        budget = np.array(plan.budget)
         solo = (sh != budget).any(1)
         assert (real[solo, 2] == 1).all()
-        if plan.params['solo_shape'] is not None: assert (sh[solo] == np.array(plan.params['solo_shape'])).all()
+        if plan.solo_shape is not None: assert (sh[solo] == np.array(plan.solo_shape)).all()
         assert (real[~solo] <= budget - np.array([1, 0, 1])).all()
         if name == 'packing' and kw.get('budget') is None:
-            assert not solo.any() and (real[:, 2] <= B - 1).all() and plan.params['n_evicted'] == 0
+            assert not solo.any() and (real[:, 2] <= B - 1).all() and plan.extras['n_evicted'] == 0
 
 
 @pytest.mark.parametrize('variant', list(VARIANTS))
@@ -237,7 +237,7 @@ def test_shards_disjoint_equal_counts(variant, sizes, B, W, seed):
     assert all((s.trimmed == trimmed).all() for s in shards)
     assert sorted(used.tolist() + trimmed.tolist()) == sorted(plan.order.tolist())
     assert sum(len(s) for s in shards) + (len(plan) % W) == len(plan)
-    for s in shards: assert s.params['world_size'] == W and all(tuple(x) in set(map(tuple, plan.shapes)) for x in s.shapes)
+    for s in shards: assert s.world_size == W and all(tuple(x) in set(map(tuple, plan.shapes)) for x in s.shapes)
 
 
 # ---------------------------------------------------------------- jraph equality
@@ -263,7 +263,7 @@ def test_dynamic_batch_stream_rejects_one_graph_slot():
 @given(sizes=graph_sizes(), B=st.integers(2, 40), seed=st.integers(0, 100), epoch=st.integers(0, 100))
 def test_plan_dynamic_equals_jraph(sizes, B, seed, epoch):
     plan = plan_dynamic(sizes, B, seed=seed, epoch=epoch)
-    N, E, G = plan.params['budget']
+    N, E, G = plan.budget
     if len(sizes): assert (N, E, G) == estimate_budget(sizes, B)
     triples = [(int(g), int(sizes.n_node[g]), int(sizes.n_edge[g])) for g in epoch_order(len(sizes), seed, epoch)]
     want, raised = run_batcher(jraph_dynamically_batch(triples, N, E, G))
@@ -292,7 +292,8 @@ def test_plan_dynamic_solo_equals_jraph_on_segments(sizes, N, E, G, seed):
 def test_next_fit_ptr_equals_jraph(graphs, cap_n, cap_e, cap_g):
     n = np.array([g[0] for g in graphs], dtype=np.int64); e = np.array([g[1] for g in graphs], dtype=np.int64)
     ptr = next_fit_ptr(n, e, cap_n, cap_e, cap_g)
-    want, _ = run_batcher(jraph_dynamically_batch([(i, a, b) for i, (a, b) in enumerate(graphs)], cap_n + 1, cap_e, cap_g + 1))
+    stream = [(i, a, b) for i, (a, b) in enumerate(graphs)]
+    want, _ = run_batcher(jraph_dynamically_batch(stream, cap_n + 1, cap_e, cap_g + 1))
     assert [list(range(ptr[b], ptr[b + 1])) for b in range(len(ptr) - 1)] == want
 
 
@@ -310,9 +311,11 @@ def test_over_budget_policies(name, sizes, N, E, G, seed):
     big = np.flatnonzero((sizes.n_node > N - 1) | (sizes.n_edge > E))
     if len(big):
         g = int(big[0])
-        with pytest.raises(ValueError, match=f"graph {g} has {sizes.n_node[g]} nodes and {sizes.n_edge[g]} edges") as exc:
+        msg = f"graph {g} has {sizes.n_node[g]} nodes and {sizes.n_edge[g]} edges"
+        with pytest.raises(ValueError, match=msg) as exc:
             fn(sizes, G, budget=budget, seed=seed)
-        assert str(budget) in str(exc.value) and "on_too_big='skip'" in str(exc.value) and 'Raise the budget' in str(exc.value)
+        err = str(exc.value)
+        assert str(budget) in err and "on_too_big='skip'" in err and 'Raise the budget' in err
     else:
         fn(sizes, G, budget=budget, seed=seed).validate()
     skip = fn(sizes, G, budget=budget, on_too_big='skip', seed=seed).validate()
@@ -344,7 +347,8 @@ def test_policy_name_checked():
 # ---------------------------------------------------------------- packing with explicit budgets
 
 @SETTINGS
-@given(sizes=graph_sizes(), N=st.integers(2, 200), E=st.integers(0, 2000), G=st.integers(2, 20), seed=st.integers(0, 100))
+@given(sizes=graph_sizes(), N=st.integers(2, 200), E=st.integers(0, 2000), G=st.integers(2, 20),
+       seed=st.integers(0, 100))
 def test_packing_explicit_budget_never_overflows(sizes, N, E, G, seed):
     plan = plan_packing(sizes, G, budget=(N, E, G), on_too_big='skip', seed=seed).validate()
     assert (plan.shapes == np.array([N, E, G])).all()
@@ -355,7 +359,7 @@ def test_packing_explicit_budget_never_overflows(sizes, N, E, G, seed):
 @given(sizes=graph_sizes(min_size=1), B=st.integers(2, 40), epoch=st.integers(0, 100))
 def test_packing_budget_is_epoch_independent(sizes, B, epoch):
     a, b = plan_packing(sizes, B, epoch=epoch), plan_packing(sizes, B, epoch=epoch + 1)
-    assert a.params['budget'] == b.params['budget']
+    assert a.budget == b.budget
     assert len(a) == len(b) == -(-len(sizes) // (B - 1))
 
 
@@ -365,8 +369,8 @@ def test_packing_budget_is_epoch_independent(sizes, B, epoch):
 @given(sizes=graph_sizes(min_size=1), B=st.integers(2, 40), K=st.integers(1, 6), epoch=st.integers(0, 100))
 def test_bucketing_levels_fixed_across_epochs(sizes, B, K, epoch):
     a, b = plan_bucketing(sizes, B, n_buckets=K, epoch=epoch), plan_bucketing(sizes, B, n_buckets=K, epoch=epoch + 1)
-    assert a.params['levels'] == b.params['levels'] and len(a.params['levels']) <= K
-    shapes = set(map(tuple, a.params['levels']))
+    assert a.levels == b.levels and len(a.levels) <= K
+    shapes = set(map(tuple, a.levels))
     assert set(map(tuple, a.distinct_shapes)) <= shapes and set(map(tuple, b.distinct_shapes)) <= shapes
 
 
@@ -380,3 +384,18 @@ def test_validate_catches_duplicates_and_losses():
         Plan([0, 1], [0, 2], [[20, 40, 4]], sizes).validate()
     with pytest.raises(ValueError, match='one padding node'):
         Plan([0, 1, 2], [0, 3], [[12, 40, 4]], sizes).validate()
+
+
+@pytest.mark.parametrize('name', sorted(ALGORITHMS))
+def test_plans_record_their_parameters_in_fields(name):
+    "Each planner fills the explicit fields that later stages read; there is no loose parameter dict."
+    sizes = GraphSizes.complete(np.random.default_rng(5).integers(3, 20, 200))
+    plan = make_plan(sizes, name, 8, seed=4, epoch=2).validate()
+    assert (plan.batch_size, plan.seed, plan.epoch, plan.shuffle) == (8, 4, 2, True)
+    assert plan.padded == (name != 'concat') and not hasattr(plan, 'params')
+    assert (plan.budget is not None) == (name in ('dynamic', 'packing'))
+    if plan.budget is not None: assert {tuple(s) for s in plan.shapes} == {tuple(plan.budget)}
+    assert (plan.levels is not None) == (name in ('static-constant', 'bucketing'))
+    if plan.levels is not None: assert {tuple(s) for s in plan.shapes} <= set(plan.levels)
+    shard = shard_plan(plan, 1, 3)
+    assert (shard.rank, shard.world_size, shard.budget, shard.levels, shard.seed) == (1, 3, plan.budget, plan.levels, 4)

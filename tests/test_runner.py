@@ -3,7 +3,8 @@ import os, time
 import numpy as np, pandas as pd, pytest, torch
 torch.set_num_threads(1)
 from gnnbatch_nb.data.qm9 import qm9
-import gnnbatch_nb.runner as runner
+import gnnbatch_nb.experiments.runner as runner
+import gnnbatch_nb.batching.registry as registry
 from gnnbatch_nb.experiments.runner import (SPEC_KEYS, DEFAULT_SPEC, expand_grid, run_key,
     run_grid, run_isolated, load_results, curves_path)
 
@@ -33,7 +34,8 @@ def test_resume_skips_finished_runs(small, tmp_path):
     b = run_grid(grid, out, stores={'qm9': small}, eval_limit=20, progress=False)
     assert os.stat(out).st_mtime_ns == stamp                     # nothing written: nothing ran
     pd.testing.assert_frame_equal(a, b)
-    c = run_grid(grid + expand_grid(algorithm='static-2^N', **FAST), out, stores={'qm9': small}, eval_limit=20, progress=False)
+    c = run_grid(grid + expand_grid(algorithm='static-2^N', **FAST), out, stores={'qm9': small}, eval_limit=20,
+                 progress=False)
     assert len(c) == 3 and c.timestamp.iloc[:2].tolist() == a.timestamp.tolist()
 
 def test_failures_are_recorded_and_retried(small, tmp_path, monkeypatch):
@@ -42,11 +44,10 @@ def test_failures_are_recorded_and_retried(small, tmp_path, monkeypatch):
     r = run_grid(grid, out, stores={'qm9': small}, eval_limit=20, progress=False)
     assert r.status.tolist() == ['ok', 'failed', 'ok']
     assert r.error.iloc[1].startswith('ValueError: ') and 'nope' in r.error.iloc[1]
-    assert r.combined_median.iloc[1] != r.combined_median.iloc[1] and r.error.iloc[0] == ''     # NaN timings; no error when ok
+    assert np.isnan(r.combined_median.iloc[1]) and r.error.iloc[0] == ''     # NaN timings; no error when ok
     ok_stamps = r.timestamp.iloc[[0, 2]].tolist()
-    # "fix" the cause (make 'nope' a name of dynamic batching): the next call retries only the failed spec and replaces its row
-    import gnnbatch_nb.packing
-    monkeypatch.setitem(gnnbatch_nb.packing._ALIASES, 'nope', 'dynamic')
+    # "fix" the cause (make 'nope' a name of dynamic batching): the next call retries only the failed spec, replacing its row
+    monkeypatch.setitem(registry._ALIASES, 'nope', 'dynamic')
     r2 = run_grid(grid, out, stores={'qm9': small}, eval_limit=20, progress=False, retry_failed=False)
     assert r2.status.tolist() == ['ok', 'failed', 'ok']          # not retried
     r3 = run_grid(grid, out, stores={'qm9': small}, eval_limit=20, progress=False)
@@ -73,7 +74,8 @@ def test_interrupted_grid_leaves_a_valid_file(small, tmp_path, monkeypatch):
 
 def test_learning_curves(small, tmp_path):
     out = tmp_path/'r.csv'
-    r = run_grid(expand_grid(batch_size=8, steps=5), out, stores={'qm9': small}, eval_limit=20, eval_every=2, progress=False)
+    r = run_grid(expand_grid(batch_size=8, steps=5), out, stores={'qm9': small}, eval_limit=20, eval_every=2,
+                 progress=False)
     cv = load_results(curves_path(out))
     assert curves_path(out).name == 'r_curves.csv'
     assert cv.step.tolist() == [0, 2, 4, 5] and (cv.split == 'val').all() and (cv.run_key == r.run_key.iloc[0]).all()
@@ -103,8 +105,7 @@ def test_two_datasets_use_their_stores(small, tmp_path, monkeypatch):
         seen.append((spec['dataset'], store.n_graph)); return real(spec, store, *a, **k)
     monkeypatch.setattr(runner, 'run_one', spy)
     loaded = []
-    import gnnbatch_nb.cli
-    monkeypatch.setattr(gnnbatch_nb.cli, 'load_dataset', lambda name, *a, **k: loaded.append(name) or other)
+    monkeypatch.setattr(runner, 'load_dataset', lambda name, *a, **k: loaded.append(name) or other)
     grid = expand_grid(dataset=['qm9', 'mp36k'], **FAST)
     r = run_grid(grid, tmp_path/'r.csv', stores={'qm9': small}, eval_limit=20, progress=False)
     assert r.status.tolist() == ['ok', 'ok'] and r.dataset.tolist() == ['qm9', 'mp36k']

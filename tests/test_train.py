@@ -3,6 +3,8 @@ import numpy as np, torch, pytest
 from dataclasses import replace
 torch.set_num_threads(1)
 from gnnbatch_nb.data.qm9 import qm9
+from gnnbatch_nb.graphs import random_split
+from gnnbatch_nb.loading import collate
 from gnnbatch_nb.training.train import Trainer, TrainConfig, resume, staircase
 from gnnbatch_nb.models.registry import masked_mse
 
@@ -31,14 +33,12 @@ def test_evaluation_does_not_depend_on_the_batching(small):
     assert len({v['n'] for v in m.values()}) == 1 and m['dynamic']['n'] == 30
 
 def test_masked_mse_ignores_padding_slots(small):
-    from gnnbatch_nb.loading import collate
     b = collate(small, [0, 1, 2], (100, 1000, 8), 'U0_atom')
     pred = torch.zeros(8); pred[3:] = 1e6                        # garbage in the padding slots
     ref = ((0 - (b.y[:3] - 1.0) / 2.0)**2).mean()
     assert torch.allclose(masked_mse(pred, b, 1.0, 2.0), ref)
 
 def test_nan_targets_are_rejected(small):
-    from gnnbatch_nb.graphs import random_split
     s = small.subset(np.arange(50)); s.y = s.y.copy(); s.y[random_split(50, seed=0)['train'][0], -1] = np.nan
     with pytest.raises(ValueError, match='NaN'):
         Trainer(s, TrainConfig(batch_size=8, split_seed=0))

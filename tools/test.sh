@@ -26,6 +26,14 @@ fi
 say "README.md must be generated from nbs/index.ipynb"
 python tools/build_readme.py --check
 
+say "documentation site (tools/build_docs.py) and the chromium its browser test drives"
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO=sudo
+  else echo "/usr/bin/chromium is missing and neither root nor sudo is available: apt-get install -y chromium"; exit 1; fi
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+python tools/build_docs.py
+
 say "dataset caches (built once, then loaded)"
 gnnbatch sizes --dataset qm9
 gnnbatch sizes --dataset mp36k

@@ -12,26 +12,28 @@ from ..graphs import GraphStore, GraphDataset, cached
 
 # %% auto #0
 __all__ = ['MP36K_FILE', 'MP36K_TARGETS', 'KNN_VERSION', 'AFLUX_SERVER', 'AFLOW_FIELDS', 'AFLOW_TARGETS', 'periodic_knn',
-           'record_atoms', 'build_crystals', 'find_mp36k', 'read_mp36k', 'mp36k', 'aflux_url', 'download_aflow',
-           'read_aflow', 'aflow']
+           'record_atoms', 'build_crystals', 'packaged_mp36k', 'find_mp36k', 'read_mp36k', 'mp36k', 'aflux_url',
+           'download_aflow', 'read_aflow', 'aflow']
 
 # %% ../../nbs/02b_crystals.ipynb #b4e9e8d9
 def periodic_knn(atoms:Atoms, # a periodic structure
                  k:int=12, # neighbours per atom
-                 start:float|None=None, # first search radius, Å; None: from the density (about 1.5 k atoms expected in the sphere)
+                 start:float|None=None, # first search radius, Å; None: from the density (about 1.5 k atoms inside)
                  step:float=3.0, # radius increment, Å (the study's 3 Å)
                  max_radius:float=30.0, # give up beyond this radius
                  neighbour_list=None, # (quantities, atoms, cutoff) -> arrays; default matscipy's
                 ):
-    "The `k` nearest neighbours of every atom: sender `[k n]`, receiver `[k n]`, distance `[k n]`, image shift `[k n, 3]`."
+    "The `k` nearest neighbours of every atom: sender, receiver, distance `[k n]` each, image shift `[k n, 3]`."
     if neighbour_list is None: from matscipy.neighbours import neighbour_list
     n = len(atoms)
     r = start if start is not None else min(max_radius, (3*1.5*k*atoms.get_volume()/(4*np.pi*max(n, 1)))**(1/3))
     while True:
         i, j, d, S = neighbour_list('ijdS', atoms, r)
         if n and np.bincount(i, minlength=n).min() >= k: break
-        if r >= max_radius: raise ValueError(f"{atoms.get_chemical_formula()}: fewer than {k} neighbours within {max_radius} Å for some atom; "
-                                             "is the cell mostly vacuum (a molecule or slab)? Raise max_radius or drop the structure")
+        if r >= max_radius:
+            raise ValueError(f"{atoms.get_chemical_formula()}: fewer than {k} neighbours within {max_radius} Å "
+                             "for some atom; is the cell mostly vacuum (a molecule or slab)? "
+                             "Raise max_radius or drop the structure")
         r = min(r + step, max_radius)
     dr = np.round(d, 6)                                        # equal distances up to float noise count as ties
     o = np.lexsort((S[:, 2], S[:, 1], S[:, 0], j, dr, i))     # by centre, then distance, then a fixed tie-break
@@ -43,7 +45,8 @@ def periodic_knn(atoms:Atoms, # a periodic structure
 # %% ../../nbs/02b_crystals.ipynb #1ab0cc7b
 def record_atoms(rec:dict) -> Atoms:
     "An ASE `Atoms` from a record with `abc`, `angles`, `species`, `frac_coords`."
-    return Atoms(rec['species'], scaled_positions=rec['frac_coords'], cell=list(rec['abc']) + list(rec['angles']), pbc=True)
+    return Atoms(rec['species'], scaled_positions=rec['frac_coords'], cell=list(rec['abc']) + list(rec['angles']),
+                 pbc=True)
 
 def build_crystals(records:list, # dicts with abc, angles, species, frac_coords, id and the targets
                    targets:list, # (name, unit) of each target key in the records
@@ -56,37 +59,45 @@ def build_crystals(records:list, # dicts with abc, angles, species, frac_coords,
     zs, poss, cells, eis, shifts, n_node = [], [], [], [], [], []
     for rec in tqdm(records, desc=f'{name}: kNN graphs', disable=not progress, mininterval=2):
         at = record_atoms(rec)
-        if len(at) > np.iinfo(np.int16).max: raise ValueError(f"{rec.get('id')}: {len(at)} atoms is too many for this store")
+        if len(at) > np.iinfo(np.int16).max:
+            raise ValueError(f"{rec.get('id')}: {len(at)} atoms is too many for this store")
         s, r, _, S = periodic_knn(at, k)
-        if np.abs(S).max(initial=0) > 127: raise ValueError(f"{rec.get('id')}: periodic image shift {np.abs(S).max()} does not fit int8")
+        if np.abs(S).max(initial=0) > 127:
+            raise ValueError(f"{rec.get('id')}: periodic image shift {np.abs(S).max()} does not fit int8")
         zs.append(at.numbers); poss.append(at.positions); cells.append(at.cell[:]); n_node.append(len(at))
         eis.append(np.stack([s, r])); shifts.append(S)
     n_node = np.array(n_node, np.int64)
-    y = np.array([[np.nan if rec.get(t) is None else rec[t] for t, _ in targets] for rec in records], np.float64).reshape(len(records), len(targets))
+    y = np.array([[np.nan if rec.get(t) is None else rec[t] for t, _ in targets] for rec in records], np.float64)
+    y = y.reshape(len(records), len(targets))
     return GraphStore(name, z=np.concatenate(zs).astype(np.uint8), pos=np.concatenate(poss).astype(np.float32),
-                      node_ptr=np.r_[0, np.cumsum(n_node)], y=y, target_names=[t for t, _ in targets], target_units=[u for _, u in targets],
+                      node_ptr=np.r_[0, np.cumsum(n_node)], y=y, target_names=[t for t, _ in targets],
+                      target_units=[u for _, u in targets],
                       edge_index=np.concatenate(eis, 1).astype(np.int16), edge_ptr=np.r_[0, np.cumsum(k*n_node)],
                       edge_shift=np.concatenate(shifts).astype(np.int8), cell=np.array(cells, np.float32),
-                      ids=np.array([str(rec['id']) for rec in records]), info=dict(graph=f'periodic {k}-nearest neighbours'))
+                      ids=np.array([str(rec['id']) for rec in records]),
+                      info=dict(graph=f'periodic {k}-nearest neighbours'))
 
 # %% ../../nbs/02b_crystals.ipynb #fb9ae414
 MP36K_FILE = 'mp36k_structures.jsonl.gz'
 MP36K_TARGETS = [('e_form_per_atom', 'eV/atom'), ('band_gap', 'eV')]
 KNN_VERSION = 2   # bump when periodic_knn's choice of neighbours changes: cached crystal graphs are rebuilt
 
+def packaged_mp36k() -> Path:
+    "The copy of the MP-36k file that ships inside the package (`gnnbatch_nb/data/files/`)."
+    return Path(importlib.util.find_spec('gnnbatch_nb').origin).parent/'data'/'files'/MP36K_FILE
+
 def find_mp36k(path=None) -> Path:
-    "Locate `mp36k_structures.jsonl.gz`: `path`, `$GNNBATCH_MP36K`, or `shared/data/` in this or a parent folder."
-    cands = [Path(path)] if path is not None else []
-    if os.environ.get('GNNBATCH_MP36K'): cands.append(Path(os.environ['GNNBATCH_MP36K']))
-    if path is None:
-        pkg = Path(importlib.util.find_spec('gnnbatch_nb').origin).resolve().parent.parent  # the project folder of an editable install
-        for base in dict.fromkeys([Path.cwd(), *Path.cwd().parents, pkg, *pkg.parents]):
-            cands += [base/'shared'/'data'/MP36K_FILE, base.parent/'shared'/'data'/MP36K_FILE]
+    "Locate the MP-36k file: `path`, else `$GNNBATCH_MP36K`, else the copy that ships with the package."
+    if path is not None: cands = [Path(path)]
+    elif os.environ.get('GNNBATCH_MP36K'): cands = [Path(os.environ['GNNBATCH_MP36K'])]
+    else: cands = [packaged_mp36k()]
     for c in cands:
         if c.is_file(): return c
-    raise FileNotFoundError(f"The crystal dataset {MP36K_FILE} was not found (looked in: {', '.join(map(str, cands[:4]))}, ...). "
-                            f"Put it in shared/data/ beside the project, or set GNNBATCH_MP36K=/path/to/{MP36K_FILE}, "
-                            "or pass path=. Where the network allows, use the AFLOW loader `aflow()` instead.")
+    how = ('pass an existing file' if path is not None else
+           'set GNNBATCH_MP36K to an existing file' if os.environ.get('GNNBATCH_MP36K') else
+           'reinstall the package (its copy is missing), or pass path=')
+    raise FileNotFoundError(f"The crystal dataset {MP36K_FILE} was not found at {cands[0]}: {how}. "
+                            "Where the network allows, the AFLOW loader `aflow()` downloads the study's own crystals.")
 
 def read_mp36k(path=None) -> list:
     "The MP-36k records (one dict per crystal, with `id` = the Materials Project id)."
@@ -135,8 +146,9 @@ def download_aflow(path, # the JSON-lines file to write
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as resp: rows = json.loads(resp.read())
             except (urllib.error.URLError, TimeoutError, OSError) as e:
-                raise ConnectionError(f"AFLOW cannot be reached ({type(e).__name__}: {getattr(e, 'reason', e)}) at {server}. "
-                                      f"Run download_aflow on a machine with internet access and copy {path.name} here, "
+                why = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+                raise ConnectionError(f"AFLOW cannot be reached ({why}) at {server}. Run download_aflow on a machine "
+                                      f"with internet access and copy {path.name} here, "
                                       "or use the Materials Project stand-in mp36k().") from None
             if isinstance(rows, dict): rows = list(rows.values())
             if not rows: break
@@ -161,7 +173,8 @@ def _species_per_site(e:dict, n_sites:int) -> list:
         sp, cnt = [s for s, _ in m], [int(round(float(c))) if c else 1 for _, c in m]
     if sum(cnt) and n_sites % sum(cnt) == 0: cnt = [c*(n_sites // sum(cnt)) for c in cnt]
     sites = [s for s, c in zip(sp, cnt) for _ in range(c)]
-    if len(sites) != n_sites: raise ValueError(f"{e.get('auid', e.get('aurl'))}: composition {sp}x{cnt} does not match {n_sites} sites")
+    if len(sites) != n_sites:
+        raise ValueError(f"{e.get('auid', e.get('aurl'))}: composition {sp}x{cnt} does not match {n_sites} sites")
     return sites
 
 def read_aflow(path) -> list:
@@ -178,7 +191,8 @@ def read_aflow(path) -> list:
                              species=_species_per_site(e, len(fc)),
                              **{t: (None if e.get(t) is None else float(e[t])) for t, _ in AFLOW_TARGETS}))
         except (KeyError, ValueError, TypeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}, line {ln}: cannot parse this AFLOW entry ({type(err).__name__}: {err})") from None
+            why = f"{type(err).__name__}: {err}"
+            raise ValueError(f"{path}, line {ln}: cannot parse this AFLOW entry ({why})") from None
     return recs
 
 def aflow(path='aflow.jsonl', # local AFLUX download (see download_aflow)
@@ -187,8 +201,10 @@ def aflow(path='aflow.jsonl', # local AFLUX download (see download_aflow)
     "AFLOW as periodic kNN graphs, from a local AFLUX download (optionally downloaded first)."
     path = Path(path)
     if not path.exists():
-        if not download: raise FileNotFoundError(f"{path} does not exist: run aflow(download=True) where aflow.org is reachable, "
-                                                 f"or gnnbatch_nb.data.crystals.download_aflow('{path}')")
+        if not download:
+            raise FileNotFoundError(f"{path} does not exist: run aflow(download=True) where aflow.org is reachable, "
+                                    f"or gnnbatch_nb.data.crystals.download_aflow('{path}')")
         download_aflow(path)
     fp = dict(source='aflux', bytes=path.stat().st_size, k=k, knn_version=KNN_VERSION)
-    return cached(f'aflow-knn{k}', lambda: build_crystals(read_aflow(path), AFLOW_TARGETS, 'aflow', k, verbose), fp, cache_dir, rebuild, verbose)
+    build = lambda: build_crystals(read_aflow(path), AFLOW_TARGETS, 'aflow', k, verbose)
+    return cached(f'aflow-knn{k}', build, fp, cache_dir, rebuild, verbose)

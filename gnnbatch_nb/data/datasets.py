@@ -16,7 +16,7 @@ SPLIT_SEED = 42 # the seed of the 80/10/10 split that every job uses
 
 def load_dataset(name:str, # one of DATASETS
                  cache_dir=None, # cache root
-                 data=None, # path of the source file (mp36k: the .jsonl.gz; aflow: the AFLUX download; qm9: the CSV folder)
+                 data=None, # source file (mp36k: the .jsonl.gz; aflow: the AFLUX download; qm9: the CSV folder)
                  graph:str='complete', cutoff:float=5.0, # QM9 graph construction
                  verbose:bool=False):
     "The `GraphStore` of dataset `name`."

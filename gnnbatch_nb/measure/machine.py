@@ -4,12 +4,13 @@
 
 # %% ../../nbs/07a_machine.ipynb #0c2e45ce
 from __future__ import annotations
-import os, platform, time
+import importlib, json, os, pickle, platform, shutil, signal, subprocess, sys, tempfile, time
+from pathlib import Path
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['cpu_model', 'machine_info', 'in_fresh_process', 'measure_fresh']
+__all__ = ['cpu_model', 'machine_info', 'save_machine', 'in_fresh_process']
 
 # %% ../../nbs/07a_machine.ipynb #150ad676
 def cpu_model() -> str:
@@ -20,13 +21,21 @@ def cpu_model() -> str:
 def machine_info() -> dict:
     "The machine and software a result was measured on."
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return dict(cpu=cpu_model(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(), python=platform.python_version(),
-                torch=torch.__version__, numpy=np.__version__, gpu=gpu, date=time.strftime('%Y-%m-%d'))
+    return dict(cpu=cpu_model(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                python=platform.python_version(), torch=torch.__version__, numpy=np.__version__, gpu=gpu,
+                date=time.strftime('%Y-%m-%d'))
+
+def save_machine(out, # the results folder (created if missing)
+                 machine:dict, # `machine_info()` of the run
+                 settings:dict) -> Path: # the run's settings
+    "Write `out/machine.json` (`{'machine': ..., 'settings': ...}`), the record every results folder carries."
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    (out/'machine.json').write_text(json.dumps(dict(machine=machine, settings=settings), indent=1, default=float))
+    return out/'machine.json'
 
 # %% ../../nbs/07a_machine.ipynb #a22aa5e9
 def _fresh_child(path:str):
-    "Body of `in_fresh_process` (`python -c`): call the pickled target, pickle `('ok', result)` or `('failed', 'Type: message')`."
-    import importlib, pickle
+    "Body of `in_fresh_process`: call the pickled target; pickle `('ok', result)` or `('failed', 'Type: msg')`."
     with open(path, 'rb') as f: target, args, threads = pickle.load(f)
     torch.set_num_threads(threads)
     mod, fn = target.split(':')
@@ -38,14 +47,12 @@ def in_fresh_process(target:str, # 'module:function', importable in the child (n
                      *args, # pickled to the child
                      threads:int|None=None, # torch threads in the child (default: this process's)
                     ) -> tuple:
-    "Call `target(*args)` in a new Python process: `('ok', result)`, `('failed', 'Type: message')`, or `('died', 'exit code ...')`."
-    import pickle, signal, subprocess, sys, tempfile, shutil
-    from pathlib import Path
+    "`target(*args)` in a new process: `('ok', result)`, `('failed', 'Type: msg')` or `('died', 'exit code ...')`."
     d = tempfile.mkdtemp(prefix='gnnbatch_fresh_'); path = str(Path(d)/'args.pkl')
     try:
         with open(path, 'wb') as f: pickle.dump((target, args, threads or torch.get_num_threads()), f)
-        p = subprocess.run([sys.executable, '-c', f'from gnnbatch_nb.measure import _fresh_child; _fresh_child({path!r})'],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        cmd = f'from gnnbatch_nb.measure.machine import _fresh_child; _fresh_child({path!r})'
+        p = subprocess.run([sys.executable, '-c', cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if not Path(path + '.out').exists():         # killed, or crashed before it could report
             code = p.returncode
             why = f' ({signal.Signals(-code).name})' if code < 0 and -code in {s.value for s in signal.Signals} else ''
@@ -53,27 +60,3 @@ def in_fresh_process(target:str, # 'module:function', importable in the child (n
             return 'died', f'exit code {code}{why}' + (f'; {tail}' if tail else '')
         with open(path + '.out', 'rb') as f: return pickle.load(f)
     finally: shutil.rmtree(d, ignore_errors=True)
-
-def _measure_jobs(source, cache, jobs) -> list:
-    if isinstance(source, str):
-        from gnnbatch_nb.data.datasets import load_dataset
-        source = load_dataset(source)
-    from gnnbatch_nb.training.timers import compile_cache
-    with compile_cache(cache): return [measure(source, **kw) for kw in jobs]
-
-def measure_fresh(source, # a dataset name (the child loads it from the cache) or a `GraphStore` (pickled to the child)
-                  jobs, # keyword arguments of one `measure` call (a dict), or a list of them run in order
-                  cache_dir=None, # compile cache folder (default: a new empty one, removed afterwards: cold compilations)
-                  threads:int|None=None, # torch threads in the child (default: this process's)
-                 ):
-    "`measure` in a fresh Python process: one result (dict) or a list; each gets `process_s`, the child's whole wall time."
-    import tempfile, shutil
-    one = isinstance(jobs, dict); jobs = [jobs] if one else list(jobs)
-    d = tempfile.mkdtemp(prefix='gnnbatch_cache_')
-    try:
-        t0 = time.perf_counter()
-        status, res = in_fresh_process('gnnbatch_nb.measure.steps:_measure_jobs', source, str(cache_dir or d), jobs, threads=threads)
-    finally: shutil.rmtree(d, ignore_errors=True)
-    if status != 'ok': raise RuntimeError(f"measure_fresh: the child process failed ({res}) running {jobs}")
-    for r in res: r['process_s'] = time.perf_counter() - t0
-    return res[0] if one else res
