@@ -648,6 +648,9 @@ class BatchExplorer:
                           f"{len(r['batch']['nodes'])} real graphs (blue), padding grey</div>"
                           f"{batch_svg(r['batch'])}</div>")
 
-    def static_html(self) -> str: return explorer_html(explorer_data(self.sets))
+    def static_html(self) -> str:
+        "The static view over `explorer_data(self.sets)` (kept in `self.data`)."
+        if getattr(self, 'data', None) is None: self.data = explorer_data(self.sets)
+        return explorer_html(self.data)
     def _repr_mimebundle_(self, **kwargs):
         return _mimebundle(self.box, self.static_html if self.fallback else None, **kwargs)

@@ -34,7 +34,8 @@ def reference(name, store, idx):
 @pytest.mark.parametrize('name', list(MODELS))
 def test_padding_exact_predictions_and_gradients(name, algorithm, store, idx):
     model, sub, ref = reference(name, store, idx)
-    assert check_padding_exact(model, store, sub, make_plan(store.sizes[sub], algorithm, 8), ref, atol=1e-9, rtol=1e-9) > 0
+    plan = make_plan(store.sizes[sub], algorithm, 8)
+    assert check_padding_exact(model, store, sub, plan, ref, atol=1e-9, rtol=1e-9) > 0
 
 @pytest.mark.parametrize('name', list(MODELS))
 def test_padding_exact_float32(name, store, idx):
@@ -42,7 +43,8 @@ def test_padding_exact_float32(name, store, idx):
     model = MODELS[name]()
     sub = idx[:12]
     ref = unpadded_reference(model, store, sub, grads=False)
-    check_padding_exact(model, store, sub, make_plan(store.sizes[sub], 'static-2^N', 4), ref, atol=1e-4, rtol=1e-4, grads=False)
+    check_padding_exact(model, store, sub, make_plan(store.sizes[sub], 'static-2^N', 4), ref, atol=1e-4, rtol=1e-4,
+                        grads=False)
 
 def test_padding_check_detects_a_leak(store, idx):
     class BatchCentred(SchNet):
@@ -53,7 +55,8 @@ def test_padding_check_detects_a_leak(store, idx):
             return self.readout(h, batch)
     m = BatchCentred()
     with pytest.raises(AssertionError, match='differ'):
-        check_padding_exact(m, store, idx[:16], make_plan(store.sizes[idx[:16]], 'static-64', 8), unpadded_reference(m, store, idx[:16]))
+        check_padding_exact(m, store, idx[:16], make_plan(store.sizes[idx[:16]], 'static-64', 8),
+                            unpadded_reference(m, store, idx[:16]))
 
 def _padded_batch(store, idx, B=8):
     plan = make_plan(store.sizes[idx], 'static-64', B, seed=0)

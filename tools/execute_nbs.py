@@ -16,6 +16,7 @@ def execute(path:Path, skip=('slow',), timeout:int=900):
             saved[i] = c.source; c.source = 'pass  # skipped by tools/execute_nbs.py'
     NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}}).execute()
     for i, src in saved.items(): nb.cells[i].source = src; nb.cells[i].outputs = []; nb.cells[i].execution_count = None
+    nb.metadata.pop('widgets', None)   # live widget state: the site shows each widget's HTML view instead
     nbformat.write(nb, path)
     print(f'{path}: executed, {len(saved)} flagged cell(s) skipped')
 
