@@ -11,7 +11,7 @@ import torch
 from fastcore.basics import patch
 from .sizes import GraphSizes, as_i64, gather_ranges
 from .graphs import GraphStore, complete_edge_index
-from .batching.plan import Plan, shard_plan
+from .batching.plan import Plan, shard_plan, balanced_shard_plan
 from .batching.registry import make_plan
 
 # %% auto #0
@@ -159,6 +159,8 @@ class BatchSpec:
     shape: tuple|None
     batch_id: int = 0
 
+_SHARDINGS = {'balanced': balanced_shard_plan, 'round-robin': shard_plan}
+
 class PlanSampler(torch.utils.data.Sampler):
     "Yields the `BatchSpec`s of the plan of the current epoch, for a `DataLoader(..., batch_size=None)`."
     def __init__(self, sizes:GraphSizes, # sizes of the graphs to sample from (e.g. a split)
@@ -167,12 +169,14 @@ class PlanSampler(torch.utils.data.Sampler):
                  indices=None, # dataset index of each graph of `sizes` (default 0..n-1)
                  seed:int=0, shuffle:bool=True,
                  rank:int=0, world_size:int=1, # this process and the number of processes
+                 sharding:str='balanced', # 'balanced' (`balanced_shard_plan`) or 'round-robin' (`shard_plan`)
                  **algorithm_options):
         self.sizes, self.algorithm, self.batch_size = sizes, algorithm, batch_size
         self.indices = np.arange(len(sizes)) if indices is None else np.asarray(indices, dtype=np.int64)
         if len(self.indices) != len(sizes): raise ValueError(f"{len(self.indices)} indices for {len(sizes)} graphs")
         self.seed, self.shuffle, self.options = seed, shuffle, algorithm_options
-        self.rank, self.world_size = rank, world_size
+        if sharding not in _SHARDINGS: raise ValueError(f"sharding must be one of {list(_SHARDINGS)}, got {sharding!r}")
+        self.rank, self.world_size, self.sharding = rank, world_size, sharding
         self.epoch, self._plan = 0, None
         self.plan()                                             # fail early on impossible budgets or too-big graphs
     def set_epoch(self, epoch:int):
@@ -183,7 +187,8 @@ class PlanSampler(torch.utils.data.Sampler):
         if self._plan is None:
             p = make_plan(self.sizes, self.algorithm, self.batch_size, seed=self.seed, epoch=self.epoch,
                           shuffle=self.shuffle, **self.options)
-            self._plan = shard_plan(p, self.rank, self.world_size) if self.world_size > 1 else p
+            shard = _SHARDINGS[self.sharding]
+            self._plan = shard(p, self.rank, self.world_size) if self.world_size > 1 else p
         return self._plan
     def __len__(self): return len(self.plan())
     def __iter__(self):

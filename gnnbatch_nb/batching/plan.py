@@ -14,7 +14,8 @@ from ..sizes import GraphSizes, as_i64, ceil_div, segment_sum
 
 # %% auto #0
 __all__ = ['ON_TOO_BIG', 'next_multiple_64', 'ceil_multiple_64', 'next_pow2', 'Plan', 'plan_report_table', 'epoch_order',
-           'plan_rng', 'too_big', 'solo_shape', 'check_too_big', 'shard_plan', 'timed']
+           'plan_rng', 'too_big', 'solo_shape', 'check_too_big', 'shard_plan', 'balanced_steps', 'balanced_shard_plan',
+           'timed']
 
 # %% ../../nbs/03a_plan.ipynb #70993f62
 def _ret(r, v):
@@ -328,6 +329,65 @@ def shard_plan(plan:Plan,     # the global plan, the same on every rank
     tail = plan.order[plan.ptr[per * world_size]:]
     out = plan.select(np.arange(per) * world_size + rank, rank=rank, world_size=world_size,
                       trimmed=np.concatenate([plan.trimmed, tail]))
+    out.plan_time = plan.plan_time + time.perf_counter() - t0
+    return out
+
+# %% ../../nbs/03a_plan.ipynb #e8b227c9
+def _largest_first(plan:Plan) -> np.ndarray:
+    "Batch indices sorted by decreasing padded (edges, nodes, graph slots), ties in plan order, `[n_batch]`."
+    s = plan.shapes
+    return np.lexsort((np.arange(len(s)), -s[:, 2], -s[:, 0], -s[:, 1])).astype(np.int64)
+
+def _step_groups(plan:Plan, world_size:int) -> tuple:
+    "Full steps `[n_step, W]` of batches with similar shapes (shuffled with the plan), and the left-over batches."
+    by_size = _largest_first(plan)
+    n_full = len(plan) // world_size
+    steps = by_size[:n_full * world_size].reshape(n_full, world_size)
+    if plan.shuffle: steps = steps[np.random.default_rng((plan.seed, plan.epoch, 2)).permutation(n_full)]
+    rot = (np.arange(world_size)[None, :] + np.arange(n_full)[:, None]) % world_size
+    return np.take_along_axis(steps, rot, axis=1), by_size[n_full * world_size:]   # rotate: no rank always largest
+
+def _halve_largest(plan:Plan, batches, n_out:int) -> list:
+    "The graphs of `batches` as `n_out` (graphs, shape) pairs: the fullest batch halved until there are enough."
+    parts = [(plan.batch(b), tuple(int(x) for x in plan.shapes[b])) for b in batches]
+    while len(parts) < n_out:
+        i = max(range(len(parts)), key=lambda j: len(parts[j][0]))
+        g, shape = parts.pop(i); k = (len(g) + 1) // 2
+        parts[i:i] = [(g[:k], shape), (g[k:], shape)]         # a half fits its parent's shape
+    if not plan.padded:                                        # unpadded: the shape is the real sums
+        parts = [(g, (int(plan.sizes.n_node[g].sum()), int(plan.sizes.n_edge[g].sum()), len(g))) for g, _ in parts]
+    return parts
+
+def _leftover_step(plan:Plan, left:np.ndarray, world_size:int) -> tuple:
+    "The leftover batches halved into one step of W batches, or, with fewer than W graphs, none and those trimmed."
+    graphs = np.concatenate([plan.batch(b) for b in left]) if len(left) else np.zeros(0, np.int64)
+    if len(graphs) < world_size: return [], graphs
+    return _halve_largest(plan, left, world_size), np.zeros(0, np.int64)
+
+def balanced_steps(plan:Plan,     # the global plan, the same on every rank
+                   world_size:int # number of ranks W
+                  ) -> Plan:
+    "The batches of `plan` in step-major order (batch `s*W + r` is rank r's at step s), leftovers halved into a step."
+    steps, left = _step_groups(plan, world_size)
+    parts, trimmed = _leftover_step(plan, left, world_size)
+    full = plan.select(steps.reshape(-1))
+    order = np.concatenate([full.order] + [g for g, _ in parts]).astype(np.int64)
+    ptr = np.concatenate([full.ptr, full.ptr[-1] + np.cumsum([len(g) for g, _ in parts], dtype=np.int64)])
+    shapes = np.concatenate([full.shapes, np.array([s for _, s in parts], np.int64).reshape(-1, 3)])
+    halved = len(parts) - len(left) if parts else 0
+    return dataclasses.replace(full, order=order, ptr=ptr, shapes=shapes,
+                               trimmed=np.concatenate([plan.trimmed, trimmed]), extras=dict(plan.extras, halved=halved))
+
+def balanced_shard_plan(plan:Plan,     # the global plan, the same on every rank
+                        rank:int,      # this rank, in 0..world_size-1
+                        world_size:int # number of ranks W
+                       ) -> Plan:
+    "Rank `rank`'s batches of `balanced_steps(plan, W)`: equal step counts, similar shapes per step, every graph once."
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    t0 = time.perf_counter()
+    steps = balanced_steps(plan, world_size)
+    out = steps.select(np.arange(len(steps) // world_size) * world_size + rank, rank=rank, world_size=world_size)
     out.plan_time = plan.plan_time + time.perf_counter() - t0
     return out
 
