@@ -4,21 +4,82 @@
 
 # %% ../nbs/10_cli.ipynb #8f965541
 from __future__ import annotations
-import argparse, json, os, platform, sys, time
+import argparse, json, math, os, platform, re, sys, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from .graphs import random_split
-from .data.datasets import DATASETS, load_dataset, select_split
-from .batching.registry import ALGORITHMS, make_plan
+from .sizes import GraphSizes
+from .graphs import random_split, check_writable
+from .data.datasets import DATASETS, USER_DATASET, PYG_SUFFIXES, load_dataset, select_split
+from .batching.registry import ALGORITHMS, make_plan, algorithm_options
 from .measure.machine import machine_info
 from .measure.costmodel import ShapeProfile
 
 # %% auto #0
-__all__ = ['cmd_sizes', 'format_sizes', 'cmd_plan', 'format_plan', 'cmd_bench', 'format_bench', 'cmd_compare', 'format_compare',
-           'cmd_recommend', 'format_recommend', 'cmd_bench_models', 'cmd_bench_batch_sizes', 'format_bench_batch_sizes',
-           'parse_runs', 'cmd_bench_validate', 'format_bench_validate', 'format_bench_models', 'build_parser', 'main']
+__all__ = ['usable_cores', 'UsageError', 'int_at_least', 'positive_float', 'in_flags', 'check_plan_flags', 'dataset_name',
+           'load_args_dataset', 'cmd_sizes', 'format_sizes', 'cmd_plan', 'format_plan', 'cmd_bench', 'format_bench',
+           'cmd_compare', 'format_compare', 'cmd_recommend', 'format_recommend', 'cmd_bench_models',
+           'cmd_bench_batch_sizes', 'format_bench_batch_sizes', 'parse_runs', 'cmd_bench_validate',
+           'format_bench_validate', 'format_bench_models', 'OneLineParser', 'build_parser', 'main']
+
+# %% ../nbs/10_cli.ipynb #fe3c2df0
+def usable_cores() -> int:
+    "The cores this process may run on: its CPU affinity where the OS has one, else `os.cpu_count()`."
+    try: return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError): return os.cpu_count() or 1
+
+class UsageError(ValueError):
+    "An argument that cannot work; `main` prints the message as one line and exits with status 2."
+
+def int_at_least(minimum:int):
+    "An argparse `type`: an integer >= `minimum`; floats such as 2.5 and words are refused."
+    def parse(text:str) -> int:
+        try: v = int(text, 10)
+        except ValueError: v = None
+        if v is None or v < minimum: raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return v
+    parse.__name__ = f'integer >= {minimum}'
+    return parse
+
+def positive_float(text:str) -> float:
+    "An argparse `type`: a finite number > 0."
+    try: v = float(text)
+    except ValueError: v = math.nan
+    if not (math.isfinite(v) and v > 0): raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+# %% ../nbs/10_cli.ipynb #2f150af2
+_PARAM_FLAGS = {'on_too_big': '--on-too-big', 'drop_every_bth': '--drop-every-bth', 'batch_size': '--batch-size',
+                'data=': '--data', 'target=': '--target'}
+
+def in_flags(message:str) -> str:
+    "A Python-API error message in command-line words (`on_too_big='skip'` -> `--on-too-big skip`), on one line."
+    for param, flag in _PARAM_FLAGS.items():
+        if param.endswith('='): message = message.replace(param, flag + ' '); continue
+        message = re.sub(rf"\b{param}='([^']*)'", rf"{flag} \1", message)
+        message = re.sub(rf"\b{param}\b", flag, message)
+    return ' '.join(message.split())
+
+def check_plan_flags(algorithm:str, batch_size:int, options:dict):
+    "Refuse options the algorithm does not take, and batch sizes it cannot use, by planning an empty dataset."
+    for dest, value in options.items():
+        if value and dest not in algorithm_options(algorithm):
+            takers = [a for a in ALGORITHMS if dest in algorithm_options(a)]
+            raise UsageError(f"{_PARAM_FLAGS[dest]} does not apply to --algorithm {algorithm}; it applies to "
+                             f"{', '.join(takers)}")
+    make_plan(GraphSizes([], []), algorithm, batch_size, **{k: v for k, v in options.items() if v})
+
+def dataset_name(args) -> str:
+    "`--dataset`, else 'pyg' when `--data` is a `.pt` file, else 'qm9'."
+    if args.dataset: return args.dataset
+    return USER_DATASET if args.data and Path(args.data).suffix in PYG_SUFFIXES else 'qm9'
+
+def load_args_dataset(args, verbose:bool=True):
+    "The dataset the arguments name (`--dataset`, `--data`, `--graph`, `--cutoff`, `--target`)."
+    name = dataset_name(args)
+    if name == USER_DATASET and not args.data: raise UsageError("--dataset pyg needs --data FILE.pt")
+    return load_dataset(name, args.cache_dir, args.data, args.graph, args.cutoff, verbose=verbose, target=args.target)
 
 # %% ../nbs/10_cli.ipynb #20168efb
 def cmd_sizes(args) -> dict:
@@ -26,10 +87,10 @@ def cmd_sizes(args) -> dict:
     t0 = time.perf_counter()
     import gnnbatch_nb.data.qm9, gnnbatch_nb.data.crystals   # imports (torch, ase) are timed apart from loading
     t1 = time.perf_counter()
-    store = load_dataset(args.dataset, args.cache_dir, args.data, args.graph, args.cutoff, verbose=not args.json)
+    store = load_args_dataset(args, verbose=not args.json)
     load_s, import_s = time.perf_counter() - t1, t1 - t0
     s = select_split(store, args.split, args.seed).summary()
-    return dict(dataset=args.dataset, split=args.split, graph=store.info.get('graph'), n_graph=s['n_graph'],
+    return dict(dataset=dataset_name(args), split=args.split, graph=store.info.get('graph'), n_graph=s['n_graph'],
                 nodes=s['nodes'], edges=s['edges'], load_seconds=round(load_s, 3), import_seconds=round(import_s, 3),
                 cache_build_seconds=store.info.get('build_seconds'), source=store.info.get('source'))
 
@@ -49,14 +110,14 @@ def format_sizes(r:dict) -> str:
 # %% ../nbs/10_cli.ipynb #aa51ac6a
 def cmd_plan(args) -> dict:
     "Plan one epoch of a split with one algorithm and report it."
-    store = load_dataset(args.dataset, args.cache_dir, args.data, args.graph, args.cutoff, verbose=not args.json)
+    kw = {k: v for k, v in dict(on_too_big=args.on_too_big, drop_every_bth=args.drop_every_bth).items() if v}
+    check_plan_flags(args.algorithm, args.batch_size, kw)          # before the dataset loads
+    store = load_args_dataset(args, verbose=not args.json)
     sizes = select_split(store, args.split, args.seed)
-    kw = dict(on_too_big=args.on_too_big) if args.on_too_big else {}
-    if args.drop_every_bth: kw['drop_every_bth'] = True
     plan = make_plan(sizes, args.algorithm, args.batch_size, seed=args.seed, epoch=args.epoch, **kw)
     r = plan.report(); gpb = r.pop('graphs_per_batch'); shapes = plan.distinct_shapes
     hist = {int(k): int(v) for k, v in zip(*np.unique(gpb, return_counts=True))}
-    return dict(dataset=args.dataset, split=args.split, **r, graphs_per_batch_hist=hist,
+    return dict(dataset=dataset_name(args), split=args.split, **r, graphs_per_batch_hist=hist,
                 first_shapes=[list(map(int, s)) for s in shapes[:5]])
 
 def format_plan(r:dict) -> str:
@@ -84,14 +145,20 @@ def _machine_line(m:dict) -> str:
 
 def _written(out) -> list: return [f"written to {out}"] if out else []
 
+def _check_out(args):
+    "The `--out` folder, checked writable before any work (None when not given)."
+    return check_writable(args.out, '--out') if args.out else None
+
 def cmd_bench(args) -> dict:
     "Run a benchmark and write its results."
     from gnnbatch_nb.experiments.bench_batching import run_batching_benchmark
+    _check_out(args); torch.set_num_threads(args.threads)
     kw = dict(batch_sizes=(32,), throughput_graphs=1000, planning_graphs=50_000, repeats=1) if args.quick else {}
     res = run_batching_benchmark(datasets=args.datasets, out=args.out, cache_dir=args.cache_dir,
-                                 progress=_log(args), **kw)
+                                 threads=args.threads, progress=_log(args), **kw)
     tables = {k: res[k].to_dict(orient='records') for k in ('efficiency', 'throughput', 'planning')}
-    return dict(what='batching', out=args.out, machine=res['machine'], settings=res['settings'], **tables)
+    return dict(what='batching', out=res.get('written_to', args.out), threads=args.threads, machine=res['machine'],
+                settings=res['settings'], **tables)
 
 def format_bench(r:dict) -> str:
     "The benchmark results as text tables."
@@ -115,18 +182,20 @@ def _algorithms(names):
 def cmd_compare(args) -> dict:
     "Run the comparison and write its results."
     from gnnbatch_nb.measure.compare import compare, save_compare, CompareSettings
-    torch.set_num_threads(args.threads)
-    store = load_dataset(args.dataset, cache_dir=args.cache_dir, data=args.data, graph=args.graph, cutoff=args.cutoff)
-    idx = random_split(store.n_graph, seed=args.seed)['train']
-    if args.limit: idx = idx[:args.limit]
+    check_writable(args.out, '--out')                              # before minutes of measurement
     cfg = CompareSettings(algorithms=_algorithms(args.algorithms), modes=tuple(args.modes), steps=args.steps,
                           compiled_steps=args.compiled_steps, compile_sample=_algorithms(args.compile_sample),
                           horizons=tuple(args.horizons), device=args.device, backend=args.backend,
                           cache_dir=args.compile_cache)
+    for a in cfg.algorithms: check_plan_flags(a, args.batch_size, {})
+    torch.set_num_threads(args.threads)
+    store = load_args_dataset(args)
+    idx = random_split(store.n_graph, seed=args.seed)['train']
+    if args.limit: idx = idx[:args.limit]
     res = compare(store, args.model, args.batch_size, cfg, indices=idx, progress=not args.json)
     paths = save_compare(res, args.out)
     return dict(settings=res['settings'], machine=res['machine'], table=res['table'].to_dict(orient='records'),
-                files=paths, horizons=list(args.horizons))
+                files=paths, horizons=list(args.horizons), threads=args.threads)
 
 def format_compare(r:dict) -> str:
     "The comparison table and where the files are."
@@ -178,7 +247,7 @@ def _first_dataset(args) -> str:
 def cmd_bench_models(args) -> dict:
     "Run the models benchmark (`08c_bench_models`)."
     from gnnbatch_nb.experiments.bench_models import run_models_benchmark
-    torch.set_num_threads(args.threads)
+    _check_out(args); torch.set_num_threads(args.threads)
     store = load_dataset(_first_dataset(args), cache_dir=args.cache_dir)
     res = run_models_benchmark(store, models=tuple(args.models), batch_size=args.batch_size, steps=args.steps or 10,
                                compiled_steps=args.compiled_steps or 4, modes=tuple(args.modes), out=args.out,
@@ -189,7 +258,7 @@ def cmd_bench_models(args) -> dict:
 def cmd_bench_batch_sizes(args) -> dict:
     "Eager step times against batch size (`08c_bench_models.run_batch_size_grid`)."
     from gnnbatch_nb.experiments.bench_models import run_batch_size_grid
-    torch.set_num_threads(args.threads)
+    _check_out(args); torch.set_num_threads(args.threads)
     stores = {d: load_dataset(d, cache_dir=args.cache_dir) for d in args.datasets}
     models = args.models if args.models != _ALL_MODELS else ['schnet', 'mpeu']
     t = run_batch_size_grid(stores, models=tuple(models), batch_sizes=tuple(args.batch_sizes), steps=args.steps or 10,
@@ -215,7 +284,7 @@ def parse_runs(texts) -> tuple:
 def cmd_bench_validate(args) -> dict:
     "Validate the cost model against fresh-process training runs (`08c_bench_models.run_validation`)."
     from gnnbatch_nb.experiments.bench_models import run_validation, VALIDATION_RUNS
-    torch.set_num_threads(args.threads)
+    _check_out(args); torch.set_num_threads(args.threads)
     runs = parse_runs(args.runs) if args.runs else VALIDATION_RUNS
     dataset = _first_dataset(args)
     if args.cache_dir: os.environ['GNNBATCH_CACHE'] = str(Path(args.cache_dir).absolute())   # fresh processes read it
@@ -250,15 +319,20 @@ def format_bench_models(r:dict) -> str:
 
 # %% ../nbs/10_cli.ipynb #6bd78438
 def _add_data_args(p):
-    p.add_argument('--dataset', choices=DATASETS, default='qm9', help='dataset (default: qm9)')
+    p.add_argument('--dataset', choices=DATASETS + (USER_DATASET,), default=None,
+                   help="dataset (default: qm9, or pyg when --data is a .pt file)")
     p.add_argument('--data', default=None,
-                   help='source file or folder (mp36k: mp36k_structures.jsonl.gz; aflow: the AFLUX download)')
+                   help='source file or folder (mp36k: mp36k_structures.jsonl.gz; aflow: the AFLUX download; '
+                        'pyg: a .pt file of PyG Data saved with torch.save)')
+    p.add_argument('--target', default=None,
+                   help="the target to use (default: the dataset's last; pyg: y or y0, y1, ...)")
     p.add_argument('--cache-dir', default=None, help='cache root (default: $GNNBATCH_CACHE or ~/.cache/gnnbatch_nb)')
     p.add_argument('--graph', choices=('complete', 'radius'), default='complete',
                    help='QM9 graphs: fully connected (the study) or radius cutoff')
-    p.add_argument('--cutoff', type=float, default=5.0, help='radius cutoff in Å for --graph radius (default 5)')
+    p.add_argument('--cutoff', type=positive_float, default=5.0,
+                   help='radius cutoff in Å for --graph radius (default 5)')
     p.add_argument('--split', choices=('all', 'train', 'val', 'test'), default='all', help='which split (80/10/10)')
-    p.add_argument('--seed', type=int, default=42, help='seed of the split (default 42)')
+    p.add_argument('--seed', type=int_at_least(0), default=42, help='seed of the split (default 42)')
     p.add_argument('--json', action='store_true', help='print JSON instead of a table')
 
 def _add_sizes(sub):
@@ -272,10 +346,10 @@ def _add_plan(sub):
     _add_data_args(pp)
     pp.add_argument('--algorithm', choices=list(ALGORITHMS), default='dynamic',
                     help='batching algorithm (default: dynamic)')
-    pp.add_argument('--batch-size', type=int, default=32, help='batch size B (default 32)')
-    pp.add_argument('--epoch', type=int, default=0, help='epoch (changes the shuffle)')
+    pp.add_argument('--batch-size', type=int_at_least(1), default=32, help='batch size B (default 32)')
+    pp.add_argument('--epoch', type=int_at_least(0), default=0, help='epoch (changes the shuffle)')
     pp.add_argument('--on-too-big', choices=('raise', 'skip', 'solo'), default=None,
-                    help='what to do with a graph larger than the budget')
+                    help='dynamic, packing: what to do with a graph larger than the budget')
     pp.add_argument('--drop-every-bth', action='store_true',
                     help="static algorithms: reproduce the study code's dropped graphs")
     pp.set_defaults(func=cmd_plan, fmt=format_plan)
@@ -301,16 +375,17 @@ def _add_bench(sub):
     a('--cache-dir', default=None, help='cache root')
     a('--models', nargs='+', default=_ALL_MODELS, help='models: which models')
     a('--modes', nargs='+', default=['eager', 'compiled', 'compiled-dynamic'], help='models: compile modes')
-    a('--batch-size', type=int, default=32, help='models: batch size (default 32)')
-    a('--steps', type=int, default=None,
+    a('--batch-size', type=int_at_least(1), default=32, help='models: batch size (default 32)')
+    a('--steps', type=int_at_least(2), default=None,
       help='models, batch-sizes, validate: eager steps per algorithm (default 10; validate: as compare)')
-    a('--compiled-steps', type=int, default=None,
+    a('--compiled-steps', type=int_at_least(2), default=None,
       help='models, validate: steps per compiled run (default 4; validate: as compare)')
     a('--device', default='cpu', help="models: 'cpu' or 'cuda'")
     a('--backend', default='inductor', help="models: torch.compile backend (default inductor)")
-    a('--threads', type=int, default=1, help='models: torch threads (default 1)')
+    a('--threads', type=int_at_least(1), default=usable_cores(),
+      help=f'torch threads (default: the {usable_cores()} cores this process may use)')
     a('--json', action='store_true', help='print JSON instead of tables')
-    a('--batch-sizes', nargs='+', type=int, default=[16, 32, 64, 128], help='batch-sizes: batch sizes')
+    a('--batch-sizes', nargs='+', type=int_at_least(1), default=[16, 32, 64, 128], help='batch-sizes: batch sizes')
     a('--runs', nargs='+', default=None,
       help='validate: ALGORITHM:MODE:STEPS of each fresh run (default: VALIDATION_RUNS)')
     bp.set_defaults(func=_run_bench, fmt=_format_bench)
@@ -324,21 +399,22 @@ def _add_compare(sub):
     _add_data_args(cp)
     a = cp.add_argument
     a('--model', choices=('schnet', 'mpeu', 'painn'), default='schnet', help='model (default schnet)')
-    a('--batch-size', type=int, default=32, help='batch size B (default 32)')
+    a('--batch-size', type=int_at_least(1), default=32, help='batch size B (default 32)')
     a('--algorithms', nargs='+', default=list(ALGORITHMS), help='algorithms (default: all)')
     a('--modes', nargs='+', choices=('eager', 'compiled', 'compiled-dynamic', 'cudagraphs'),
       default=['eager', 'compiled'],
       help='compile modes (default: eager compiled)')
-    a('--steps', type=int, default=10, help='eager steps per algorithm (default 10)')
-    a('--compiled-steps', type=int, default=6, help='steps per compiled run (default 6)')
+    a('--steps', type=int_at_least(2), default=10, help='eager steps per algorithm (default 10)')
+    a('--compiled-steps', type=int_at_least(2), default=6, help='steps per compiled run (default 6)')
     a('--compile-sample', nargs='+', default=['dynamic', 'static-64', 'static-2^N'],
       help='algorithms measured compiled (default: dynamic static-64 static-2^N)')
-    a('--horizons', nargs='+', type=int, default=[100_000, 2_000_000],
+    a('--horizons', nargs='+', type=int_at_least(1), default=[100_000, 2_000_000],
       help='step counts to predict (default 100000 2000000)')
-    a('--limit', type=int, default=None, help='use only the first LIMIT training graphs')
+    a('--limit', type=int_at_least(1), default=None, help='use only the first LIMIT training graphs')
     a('--device', default='cpu', help="'cpu' or 'cuda'")
     a('--backend', default='inductor', help="torch.compile backend (default inductor; 'eager' only traces, for tests)")
-    a('--threads', type=int, default=1, help='torch threads (default 1)')
+    a('--threads', type=int_at_least(1), default=usable_cores(),
+      help=f'torch threads (default: the {usable_cores()} cores this process may use)')
     a('--out', default='gnnbatch-compare', help='results folder (default ./gnnbatch-compare)')
     a('--compile-cache', default=None,
       help="inductor's cache folder (default: inductor's own; an empty folder measures cold compilations)")
@@ -351,23 +427,35 @@ def _add_recommend(sub):
     a = rp.add_argument
     a('--from', dest='source', default='gnnbatch-compare',
       help='folder written by gnnbatch compare (default ./gnnbatch-compare)')
-    a('--steps', type=int, default=2_000_000, help='planned training steps (default 2000000)')
+    a('--steps', type=int_at_least(1), default=2_000_000, help='planned training steps (default 2000000)')
     a('--dataset', choices=DATASETS, default=None, help='dataset (default: the one compared)')
     a('--data', default=None, help='source file or folder of the dataset')
     a('--cache-dir', default=None, help='cache root')
-    a('--batch-size', type=int, default=None, help='batch size (default: the one compared)')
+    a('--batch-size', type=int_at_least(2), default=None, help='batch size (default: the one compared)')
     a('--algorithms', nargs='+', default=list(ALGORITHMS), help='algorithms (default: all)')
     a('--json', action='store_true', help='print JSON instead of a table')
     rp.set_defaults(func=cmd_recommend, fmt=format_recommend)
 
 # %% ../nbs/10_cli.ipynb #851ab8d3
+class OneLineParser(argparse.ArgumentParser):
+    "An argument parser whose errors are one line, `gnnbatch CMD: error: ...`, with exit status 2."
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
 def build_parser() -> argparse.ArgumentParser:
-    "The `gnnbatch` argument parser with its sub-commands."
-    p = argparse.ArgumentParser(
+    "The `gnnbatch` argument parser with its sub-commands (one `_add_...` helper each)."
+    p = OneLineParser(
         prog='gnnbatch', description='How the batching algorithm changes GNN training on molecules and crystals.')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     for add in (_add_sizes, _add_plan, _add_bench, _add_compare, _add_recommend): add(sub)
     return p
+
+def _emit(text:str) -> int:
+    "Print `text`; a reader that stops early (`gnnbatch plan --json | head`) ends it quietly, without a traceback."
+    try: print(text); sys.stdout.flush()
+    except BrokenPipeError:                                  # Python's advice: point stdout at devnull, exit quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 def main(argv=None) -> int:
     "Entry point of the `gnnbatch` command."
@@ -375,7 +463,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not getattr(args, 'func', None): p.print_help(); return 0
     try: r = args.func(args)
-    except (FileNotFoundError, ConnectionError, KeyError, ValueError) as e:
-        print(f"gnnbatch {args.command}: error: {e}", file=sys.stderr); return 2
-    print(json.dumps(r, indent=1) if args.json else args.fmt(r))
-    return 0
+    except (OSError, ConnectionError, KeyError, ValueError) as e:     # FileNotFoundError is an OSError
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"gnnbatch {args.command}: error: {in_flags(msg)}", file=sys.stderr); return 2
+    return _emit(json.dumps(r, indent=1) if args.json else args.fmt(r))

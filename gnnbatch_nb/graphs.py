@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_graphs.ipynb #7c0d36d7
 from __future__ import annotations
-import json, os, shutil, time, warnings, zlib
+import dataclasses, json, os, shutil, time, warnings, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -14,7 +14,7 @@ from .sizes import GraphSizes, gather_ranges
 
 # %% auto #0
 __all__ = ['CACHE_FORMAT', 'complete_edge_index', 'knn_graph', 'radius_graph', 'GraphStore', 'random_split', 'cache_root',
-           'CacheError', 'save_store', 'load_store', 'cached', 'GraphDataset']
+           'check_writable', 'CacheError', 'save_store', 'load_store', 'cached', 'GraphDataset', 'pyg_sizes']
 
 # %% ../nbs/01_graphs.ipynb #2d392ac6
 def complete_edge_index(n_node, # atoms per graph, `[n_graph]`
@@ -79,6 +79,9 @@ class GraphStore:
     cell: np.ndarray|None = None        # lattice vectors as rows, Å, `[n_graph, 3, 3]`
     ids: np.ndarray|None = None         # an identifier per graph `[n_graph]`
     info: dict = field(default_factory=dict)  # provenance: source, construction, build time
+    x: np.ndarray|None = None           # node features `[n_node_total, ...]` (e.g. from PyG's `Data.x`)
+    edge_attr: np.ndarray|None = None   # edge features `[n_edge_total, ...]` (stored edges only)
+    graph_attr: dict = field(default_factory=dict)  # extra per-graph fields {name: `[n_graph, ...]`}
 
     def __post_init__(self): self.check()
     @property
@@ -105,42 +108,71 @@ class GraphStore:
         if name not in self.target_names:
             raise KeyError(f"{self.name} has no target {name!r}; it has {self.target_names}")
         return self.y[:, self.target_names.index(name)]
+    def with_target(self, name:str) -> GraphStore:
+        "The same graphs with `name` as their only target (`y` `[n_graph, 1]`), the one every job then uses."
+        col = self.target(name)[:, None]
+        i = self.target_names.index(name)
+        return dataclasses.replace(self, y=col, target_names=[name], target_units=[self.target_units[i]])
     def __repr__(self):
         kind = 'fully connected' if self.complete else f'{len(self.edge_index[0]):,} stored edges'
         return (f"GraphStore({self.name}: {self.n_graph:,} graphs, {len(self.z):,} atoms, {kind}, "
                 f"targets {self.target_names})")
 
 # %% ../nbs/01_graphs.ipynb #f368a64f
-@patch
-def check(self:GraphStore):
-    "Raise `ValueError` naming the first offending graph if the arrays are inconsistent or hold NaN/inf."
+def _graph_id(store, g:int) -> str:
+    "How an error names graph `g`: its index and, when the store has ids, its id."
+    return f"graph {g} (id {store.ids[g]})" if store.ids is not None else f"graph {g} (id {g})"
+
+def _check_nodes(self):
     nm, ptr = self.name, self.node_ptr
     if ptr.ndim != 1 or len(ptr) < 1 or ptr[0] != 0 or (np.diff(ptr) < 0).any() or ptr[-1] != len(self.z):
         raise ValueError(f"{nm}: node_ptr must start at 0, never decrease and end at len(z)={len(self.z)}")
     if self.pos.shape != (len(self.z), 3):
         raise ValueError(f"{nm}: pos has shape {self.pos.shape}, expected ({len(self.z)}, 3)")
-    if self.y.shape[0] != self.n_graph:
-        raise ValueError(f"{nm}: y has {self.y.shape[0]} rows for {self.n_graph} graphs")
-    if len(self.target_names) != self.y.shape[1] or len(self.target_units) != self.y.shape[1]:
-        raise ValueError(f"{nm}: {self.y.shape[1]} target columns but {len(self.target_names)} names "
-                         f"and {len(self.target_units)} units")
+    empty = np.flatnonzero(np.diff(ptr) == 0)
+    if len(empty):
+        raise ValueError(f"{nm}: {_graph_id(self, int(empty[0]))} has no atoms"
+                         f"{f' ({len(empty)} such graphs)' if len(empty) > 1 else ''}; drop it before batching")
     bad = ~np.isfinite(self.pos).all(1)
     if bad.any():
         a = int(bad.argmax()); g = int(np.searchsorted(ptr, a, side='right') - 1)
-        gid = self.ids[g] if self.ids is not None else g
-        raise ValueError(f"{nm}: graph {g} (id {gid}) has a NaN or infinite coordinate at its atom {a - ptr[g]}; "
+        raise ValueError(f"{nm}: {_graph_id(self, g)} has a NaN or infinite coordinate at its atom {a - ptr[g]}; "
                          "fix or drop that graph")
-    if not self.complete:
-        ep, ei = self.edge_ptr, self.edge_index
-        if ep is None or len(ep) != len(ptr) or ep[0] != 0 or (np.diff(ep) < 0).any() or ep[-1] != ei.shape[1]:
-            raise ValueError(f"{nm}: edge_ptr must have n_graph+1 entries, start at 0 and end at n_edge_total")
-        if len(ei[0]):
-            n_of_edge = np.repeat(self.n_node, np.diff(ep))
-            bad = (ei < 0).any(0) | (ei >= n_of_edge).any(0)
-            if bad.any():
-                e = int(bad.argmax()); g = int(np.searchsorted(ep, e, side='right') - 1)
-                raise ValueError(f"{nm}: graph {g} has edge {e - ep[g]} pointing outside its {self.n_node[g]} atoms")
+    if self.x is not None and len(self.x) != len(self.z):
+        raise ValueError(f"{nm}: x has {len(self.x)} rows for {len(self.z)} atoms")
+
+def _check_targets(self):
+    nm = self.name
+    if self.y.ndim != 2 or self.y.shape[0] != self.n_graph:
+        raise ValueError(f"{nm}: y has shape {self.y.shape}, expected ({self.n_graph}, n_target)")
+    if len(self.target_names) != self.y.shape[1] or len(self.target_units) != self.y.shape[1]:
+        raise ValueError(f"{nm}: {self.y.shape[1]} target columns but {len(self.target_names)} names "
+                         f"and {len(self.target_units)} units")
+    for k, a in self.graph_attr.items():
+        if len(a) != self.n_graph:
+            raise ValueError(f"{nm}: graph_attr {k!r} has {len(a)} rows for {self.n_graph} graphs")
+
+def _check_edges(self):
+    nm, ptr, ep, ei = self.name, self.node_ptr, self.edge_ptr, self.edge_index
+    if ep is None or len(ep) != len(ptr) or ep[0] != 0 or (np.diff(ep) < 0).any() or ep[-1] != ei.shape[1]:
+        raise ValueError(f"{nm}: edge_ptr must have n_graph+1 entries, start at 0 and end at n_edge_total")
+    if self.edge_attr is not None and len(self.edge_attr) != ei.shape[1]:
+        raise ValueError(f"{nm}: edge_attr has {len(self.edge_attr)} rows for {ei.shape[1]} edges")
+    if len(ei[0]):
+        n_of_edge = np.repeat(self.n_node, np.diff(ep))
+        bad = (ei < 0).any(0) | (ei >= n_of_edge).any(0)
+        if bad.any():
+            e = int(bad.argmax()); g = int(np.searchsorted(ep, e, side='right') - 1)
+            raise ValueError(f"{nm}: graph {g} has edge {e - ep[g]} pointing outside its {self.n_node[g]} atoms")
+
+@patch
+def check(self:GraphStore):
+    "Raise `ValueError` naming the first offending graph if the arrays are inconsistent, empty or hold NaN/inf."
+    _check_nodes(self); _check_targets(self)
+    if not self.complete: _check_edges(self)
+    elif self.edge_attr is not None: raise ValueError(f"{self.name}: edge_attr needs stored edges (edge_index)")
     return self
+
 
 # %% ../nbs/01_graphs.ipynb #553639bd
 @patch
@@ -159,14 +191,20 @@ def graph(self:GraphStore, g:int) -> dict:
 
 @patch
 def to_pyg(self:GraphStore, g:int, target:str|None=None):
-    "Graph `g` as a PyG `Data` with `z`, `pos`, `edge_index`, `edge_dist`, `edge_vec`, `y` (`[1]` or `[1, n_target]`)."
+    "Graph `g` as PyG `Data`: `z`, `pos`, `edge_index`, `edge_dist`, `edge_vec`, `y` (`[1]`/`[1, n_target]`), features."
     from torch_geometric.data import Data
-    d = self.graph(g)
+    d, g = self.graph(g), g % self.n_graph
     y = torch.tensor(d['y'], dtype=torch.float32)[None]
     if target is not None: y = y[:, self.target_names.index(target)]
-    return Data(z=torch.from_numpy(d['z'].astype(np.int64)), pos=torch.from_numpy(d['pos']),
-                edge_index=torch.from_numpy(d['edge_index']), edge_dist=torch.from_numpy(d['edge_dist']),
-                edge_vec=torch.from_numpy(d['edge_vec']), y=y, idx=torch.tensor([g]))
+    out = Data(z=torch.from_numpy(d['z'].astype(np.int64)), pos=torch.from_numpy(d['pos']),
+               edge_index=torch.from_numpy(d['edge_index']), edge_dist=torch.from_numpy(d['edge_dist']),
+               edge_vec=torch.from_numpy(d['edge_vec']), y=y, idx=torch.tensor([g]))
+    a, b = self.node_ptr[g], self.node_ptr[g+1]
+    if self.x is not None: out.x = torch.from_numpy(np.asarray(self.x[a:b]))
+    if self.edge_attr is not None:
+        out.edge_attr = torch.from_numpy(np.asarray(self.edge_attr[self.edge_ptr[g]:self.edge_ptr[g+1]]))
+    for k, v in self.graph_attr.items(): out[k] = torch.as_tensor(v[g:g+1]) if v.dtype.kind in 'biuf' else v[g]
+    return out
 
 # %% ../nbs/01_graphs.ipynb #39b4f6ba
 @patch
@@ -191,7 +229,7 @@ def with_radius(self:GraphStore,
     return GraphStore(f'{self.name}-r{cutoff:g}', self.z, self.pos, self.node_ptr, self.y, self.target_names,
                       self.target_units,
                       edge_index=ei.astype(np.int16), edge_ptr=np.r_[0, np.cumsum(counts)], ids=self.ids,
-                      info={**self.info, 'graph': f'radius {cutoff:g} A'})
+                      info={**self.info, 'graph': f'radius {cutoff:g} A'}, x=self.x, graph_attr=self.graph_attr)
 
 @patch
 def subset(self:GraphStore, idx) -> GraphStore:
@@ -204,10 +242,13 @@ def subset(self:GraphStore, idx) -> GraphStore:
         e = np.diff(self.edge_ptr)[idx]
         edge_sel = gather_ranges(self.edge_ptr[idx], e)
         kw = dict(edge_index=self.edge_index[:, edge_sel], edge_ptr=np.r_[0, np.cumsum(e)],
-                  edge_shift=None if self.edge_shift is None else self.edge_shift[edge_sel])
+                  edge_shift=None if self.edge_shift is None else self.edge_shift[edge_sel],
+                  edge_attr=None if self.edge_attr is None else self.edge_attr[edge_sel])
     return GraphStore(self.name, self.z[node_sel], self.pos[node_sel], np.r_[0, np.cumsum(n)], self.y[idx],
                       self.target_names, self.target_units, cell=None if self.cell is None else self.cell[idx],
-                      ids=None if self.ids is None else self.ids[idx], info=self.info, **kw)
+                      ids=None if self.ids is None else self.ids[idx], info=self.info,
+                      x=None if self.x is None else self.x[node_sel],
+                      graph_attr={k: v[idx] for k, v in self.graph_attr.items()}, **kw)
 
 # %% ../nbs/01_graphs.ipynb #3730343f
 def random_split(n:int, # number of graphs
@@ -233,7 +274,21 @@ def cache_root(cache_dir:str|Path|None=None) -> Path:
     base = os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache'
     return Path(base)/'gnnbatch_nb'
 
-_ARRAYS = ('z', 'pos', 'node_ptr', 'y', 'edge_index', 'edge_ptr', 'edge_shift', 'cell', 'ids')
+def check_writable(folder, # a folder to write results or a cache into (created if missing)
+                   name:str='folder', # how the message names it: a parameter (`out`) or a flag (`--out`)
+                  ) -> Path:
+    "Create `folder` and write a file there, before any long computation; `ValueError` naming `name` if that fails."
+    p = Path(folder)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p/f'.gnnbatch-write-test-{os.getpid()}'; probe.write_text(''); probe.unlink()
+    except OSError as e:
+        raise ValueError(f"{name} {folder}: cannot write there ({e.strerror or e}); choose a writable folder "
+                         "(nothing has been computed yet)") from None
+    return p
+
+_ARRAYS = ('z', 'pos', 'node_ptr', 'y', 'edge_index', 'edge_ptr', 'edge_shift', 'cell', 'ids', 'x', 'edge_attr')
+_GRAPH_ATTR = 'graph_attr.'   # file prefix of the per-graph extra fields
 
 def _crc(a:np.ndarray) -> int: return zlib.crc32(np.ascontiguousarray(a).view(np.uint8).reshape(-1).data)
 
@@ -246,9 +301,14 @@ def save_store(store:GraphStore, path:str|Path, fingerprint:dict) -> Path:
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
     shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir()
+    try: return _save_into(store, path, tmp, fingerprint)
+    except OSError: shutil.rmtree(tmp, ignore_errors=True); raise      # a full disk leaves no half-written folder
+
+def _save_into(store:GraphStore, path:Path, tmp:Path, fingerprint:dict) -> Path:
+    "Write the arrays and manifest into `tmp`, then rename it to `path`."
     arrays = {}
-    for k in _ARRAYS:
-        a = getattr(store, k)
+    named = [(k, getattr(store, k)) for k in _ARRAYS] + [(_GRAPH_ATTR + k, v) for k, v in store.graph_attr.items()]
+    for k, a in named:
         if a is None: continue
         a = np.ascontiguousarray(a)
         np.save(tmp/f'{k}.npy', a, allow_pickle=False)
@@ -283,8 +343,9 @@ def load_store(path:str|Path, fingerprint:dict|None=None) -> GraphStore:
             raise CacheError(f"{f} is corrupt (shape {a.shape}, dtype {a.dtype.str} "
                              "or checksum differ from the manifest)")
         arrs[k] = a
+    extra = {k[len(_GRAPH_ATTR):]: arrs.pop(k) for k in list(arrs) if k.startswith(_GRAPH_ATTR)}
     try: return GraphStore(man['name'], target_names=man['target_names'], target_units=man['target_units'],
-                           info=man['info'], **arrs)
+                           info=man['info'], graph_attr=extra, **arrs)
     except (ValueError, TypeError) as e: raise CacheError(f"{path} holds inconsistent arrays: {e}") from None
 
 # %% ../nbs/01_graphs.ipynb #25ee0d4d
@@ -304,7 +365,12 @@ def cached(key:str, # folder name inside the cache root
     t0 = time.perf_counter()
     store = build()
     store.info = {**store.info, 'build_seconds': round(time.perf_counter() - t0, 2)}
-    save_store(store, path, fingerprint)
+    try: save_store(store, path, fingerprint)
+    except OSError as e:                  # a read-only or full disk: keep the store just built, in memory
+        warnings.warn(f"{key} was built but cannot be cached at {path} ({type(e).__name__}: {e.strerror or e}); "
+                      "using it from memory. Pass cache_dir= or set GNNBATCH_CACHE to a writable folder "
+                      "to keep it for next time", stacklevel=2)
+        return store
     if verbose: print(f"built {key} in {store.info['build_seconds']:.1f} s, cached at {path}")
     return store
 
@@ -325,3 +391,91 @@ class GraphDataset(torch.utils.data.Dataset):
         "`train`/`val`/`test` datasets from `random_split`."
         return {k: self.subset(v) for k, v in random_split(len(self), fractions, seed).items()}
     def __repr__(self): return f"GraphDataset({self.store.name}, {len(self):,} graphs, target={self.target!r})"
+
+# %% ../nbs/01_graphs.ipynb #2c387948
+_PYG_HANDLED = ('z', 'pos', 'x', 'edge_index', 'edge_attr', 'y', 'batch', 'ptr', 'num_nodes')
+
+def _pyg_list(data) -> list:
+    "The graphs of a list of `Data`, a PyG dataset or a `Batch`, as a list; `ValueError` if empty or not PyG."
+    graphs = data.to_data_list() if hasattr(data, 'to_data_list') else list(data)
+    if not graphs: raise ValueError("from_pyg: the dataset holds no graphs")
+    for i, d in enumerate(graphs):
+        if not (hasattr(d, 'num_nodes') and hasattr(d, 'keys')):
+            raise ValueError(f"from_pyg: item {i} is a {type(d).__name__}, not a PyG Data")
+    return graphs
+
+def _np(v) -> np.ndarray: return v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v)
+
+def _node_or_edge_field(graphs:list, key:str, counts:np.ndarray, per:str):
+    "`key` of every graph concatenated `[sum counts, ...]`, None when no graph has it; rows checked against `counts`."
+    have = [key in d for d in graphs]
+    if not any(have): return None
+    if not all(have):
+        raise ValueError(f"from_pyg: graph {have.index(False)} has no {key} but graph {have.index(True)} has")
+    parts = [_np(d[key]) for d in graphs]
+    if key == 'edge_index': return parts
+    for g, (a, c) in enumerate(zip(parts, counts)):
+        if a.ndim == 0 or len(a) != c:
+            raise ValueError(f"from_pyg: graph {g} has {key} of shape {a.shape} for its {c} {per}")
+    return np.concatenate(parts)
+
+# %% ../nbs/01_graphs.ipynb #a88e024f
+def _graph_values(graphs:list, key:str) -> np.ndarray:
+    "A per-graph field `[n_graph, ...]`; `ValueError` naming the field when its shape varies (per node or edge)."
+    vals = [_np(d[key]) if key in d else None for d in graphs]
+    if any(v is None for v in vals): raise ValueError(f"from_pyg: graph {[v is None for v in vals].index(True)} "
+                                                      f"has no {key} but others have")
+    shapes = {v.shape for v in vals}
+    if len(shapes) > 1:
+        what = ('grows with the nodes' if all(len(v.shape) and len(v) == d.num_nodes for v, d in zip(vals, graphs))
+                else 'grows with the edges' if all(len(v.shape) and len(v) == d.num_edges for v, d in zip(vals, graphs))
+                else 'has a different shape in different graphs')
+        raise ValueError(f"from_pyg: field {key!r} {what} ({sorted(shapes)[:2]} ...); from_pyg keeps per-node data "
+                         "only in x, per-edge data only in edge_attr, and per-graph fields of one shape")
+    return np.stack(vals)
+
+def _pyg_targets(graphs:list, names, units) -> dict:
+    "`y` of every graph flattened into columns `[n_graph, n_target]`, with names, units and the per-graph shape."
+    if not all('y' in d for d in graphs):
+        raise ValueError(f"from_pyg: graph {['y' in d for d in graphs].index(False)} has no target y")
+    y = _graph_values(graphs, 'y')
+    shape = list(y.shape[1:]); y = y.reshape(len(graphs), -1).astype(np.float64)
+    names = list(names) if names is not None else ['y'] if y.shape[1] == 1 else [f'y{j}' for j in range(y.shape[1])]
+    return dict(y=y, target_names=names, target_units=list(units) if units is not None else [''] * len(names),
+                y_shape=shape)
+
+# %% ../nbs/01_graphs.ipynb #5d434cd3
+def _pyg_edges(graphs:list) -> dict:
+    "Local `edge_index` `[2, n_edge_total]`, `edge_ptr` and `edge_attr`, or nothing when no graph has edges."
+    parts = _node_or_edge_field(graphs, 'edge_index', None, 'edges')
+    if parts is None:
+        if any('edge_attr' in d for d in graphs): raise ValueError("from_pyg: edge_attr without edge_index")
+        return {}
+    counts = np.array([p.shape[1] for p in parts], np.int64)
+    return dict(edge_index=np.concatenate(parts, 1).astype(np.int64), edge_ptr=np.r_[0, np.cumsum(counts)],
+                edge_attr=_node_or_edge_field(graphs, 'edge_attr', counts, 'edges'))
+
+@patch(cls_method=True)
+def from_pyg(cls:GraphStore, data, # a list of PyG `Data`, a PyG dataset (e.g. an `InMemoryDataset`) or a `Batch`
+             name:str='pyg', # the store's name
+             target_names=None, # names of the flattened `y` columns (default `y`, or `y0`, `y1`, ...)
+             target_units=None, # their units (default '')
+            ) -> GraphStore:
+    "A store of the graphs of `data`: `z`, `pos`, `x`, `edge_index`, `edge_attr`, `y` of any shape, per-graph fields."
+    graphs = _pyg_list(data)
+    n = np.array([d.num_nodes or 0 for d in graphs], np.int64)
+    t = _pyg_targets(graphs, target_names, target_units)
+    z, pos = (_node_or_edge_field(graphs, k, n, 'nodes') for k in ('z', 'pos'))
+    extra = sorted({k for d in graphs for k in d.keys()} - set(_PYG_HANDLED))
+    info = dict(source='PyG Data', y_shape=t.pop('y_shape'), graph='stored edges' if 'edge_index' in graphs[0]
+                else 'fully connected', zeros_for=[k for k, v in (('z', z), ('pos', pos)) if v is None])
+    return cls(name, z=np.zeros(n.sum(), np.int64) if z is None else z.astype(np.int64),
+               pos=np.zeros((n.sum(), 3), np.float32) if pos is None else pos.astype(np.float32),
+               node_ptr=np.r_[0, np.cumsum(n)], x=_node_or_edge_field(graphs, 'x', n, 'nodes'),
+               graph_attr={k: _graph_values(graphs, k) for k in extra}, info=info, **t, **_pyg_edges(graphs))
+
+def pyg_sizes(data, # a list of PyG `Data` or a PyG dataset
+              name:str='') -> GraphSizes:
+    "Nodes and edges of each graph of `data` (`num_nodes`, `num_edges`), for planning without a store."
+    graphs = _pyg_list(data)
+    return GraphSizes([d.num_nodes for d in graphs], [d.num_edges for d in graphs], name)

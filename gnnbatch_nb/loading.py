@@ -5,17 +5,18 @@
 # %% ../nbs/04_loading.ipynb #3b9420b8
 from __future__ import annotations
 import html, time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 from fastcore.basics import patch
 from .sizes import GraphSizes, as_i64, gather_ranges
-from .graphs import GraphStore, complete_edge_index
+from .graphs import GraphStore, complete_edge_index, pyg_sizes
 from .batching.plan import Plan, shard_plan, balanced_shard_plan
 from .batching.registry import make_plan
 
 # %% auto #0
-__all__ = ['PaddedBatch', 'complete_templates', 'collate', 'BatchSpec', 'PlanSampler', 'PaddedGraphs', 'batch_loader']
+__all__ = ['PaddedBatch', 'complete_templates', 'collate', 'BatchSpec', 'PlanSampler', 'PaddedGraphs', 'batch_loader',
+           'PyGBatchSampler']
 
 # %% ../nbs/04_loading.ipynb #326d511e
 @dataclass
@@ -33,6 +34,9 @@ class PaddedBatch:
     graph_mask: torch.Tensor  # real graphs, `[G]`
     graph_index: torch.Tensor # dataset index of each real graph, `[n_real_graphs]`
     num_graphs: int           # G, a Python int fixed by the shape (pooling needs it without a device sync)
+    x: torch.Tensor|None = None          # node features of the store, 0 for padding, `[N, ...]`
+    edge_attr: torch.Tensor|None = None  # edge features of the store, 0 for padding, `[E, ...]`
+    graph_attr: dict = field(default_factory=dict)  # the store's numeric per-graph fields, 0 for padding, `[G, ...]`
 
     @property
     def shape(self) -> tuple: return (len(self.z), self.edge_index.shape[1], self.num_graphs)
@@ -50,8 +54,8 @@ class PaddedBatch:
         "Edge lengths, `[E]`."
         return self.edge_vec().norm(dim=-1)
     def _map(self, f) -> PaddedBatch:
-        values = {k.name: getattr(self, k.name) for k in fields(self)}
-        return PaddedBatch(**{k: (f(v) if torch.is_tensor(v) else v) for k, v in values.items()})
+        g = lambda v: f(v) if torch.is_tensor(v) else {k: g(u) for k, u in v.items()} if isinstance(v, dict) else v
+        return PaddedBatch(**{k.name: g(getattr(self, k.name)) for k in fields(self)})
     def to(self, device, non_blocking:bool=False) -> PaddedBatch:
         "A copy with every tensor on `device`."
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
@@ -97,10 +101,28 @@ def _masks(n_real:tuple, shape:tuple) -> dict:
     return {name: torch.arange(size) < real for name, real, size in
             zip(('node_mask', 'edge_mask', 'graph_mask'), n_real, shape)}
 
+def _target_columns(store:GraphStore, target):
+    "Column(s) of `store.y` for `target`: a name gives `[G]` targets; 'all' or a list of names `[G, k]`; None the last."
+    if target is None: return store.y.shape[1] - 1
+    one = isinstance(target, str) and target != 'all'
+    names = [target] if one else store.target_names if target == 'all' else list(target)
+    for t in names: store.target(t)                          # a KeyError that lists the store's targets
+    cols = [store.target_names.index(t) for t in names]
+    return cols[0] if one else cols
+
+def _features(store:GraphStore, node_rows, edge_cols, idx, shape:tuple) -> dict:
+    "The store's node features `[N, ...]`, edge features `[E, ...]` and numeric per-graph fields `[G, ...]`, padded."
+    N, E, G = shape
+    extra = {k: _padded_rows(v, idx, G, v.dtype) for k, v in store.graph_attr.items() if v.dtype.kind in 'biuf'}
+    return dict(x=None if store.x is None else _padded_rows(store.x, node_rows, N, store.x.dtype),
+                edge_attr=None if store.edge_attr is None else _padded_rows(store.edge_attr, edge_cols, E,
+                                                                            store.edge_attr.dtype),
+                graph_attr=extra)
+
 def collate(store:GraphStore, # the dataset
             idx, # graph indices of the batch, `[k]`
             shape=None, # padded (N, E, G); None: no padding (PyG's concatenation)
-            target:str|None=None, # the target to put in `y` (default: the store's last target)
+            target=None, # `y`: a target name (`[G]`), 'all' or a list of names (`[G, k]`); None: the last target
            ) -> PaddedBatch:
     "Gather graphs `idx` from the flat arrays of `store` into a `PaddedBatch` of `shape`."
     idx = as_i64(idx)
@@ -113,14 +135,15 @@ def collate(store:GraphStore, # the dataset
     edge_index[:, :n_real[1]] = table[:, edge_cols] + np.repeat(np.cumsum(n_node) - n_node, n_edge)
     graph_of_node = np.full(N, len(idx), np.int64)                # padding nodes: the padding graph's slot
     graph_of_node[:n_real[0]] = np.repeat(np.arange(len(idx)), n_node)
-    col = store.target_names.index(target) if target is not None else store.y.shape[1] - 1
+    col = _target_columns(store, target)
     periodic = store.edge_shift is not None
     return PaddedBatch(z=_padded_rows(store.z, node_rows, N, np.int64), pos=_padded_rows(store.pos, node_rows, N),
                        edge_index=torch.from_numpy(edge_index),
                        edge_shift=_padded_rows(store.edge_shift, edge_cols, E) if periodic else None,
                        cell=_padded_rows(store.cell, idx, G) if periodic else None,
                        batch=torch.from_numpy(graph_of_node), y=_padded_rows(store.y[:, col], idx, G),
-                       **_masks(n_real, (N, E, G)), graph_index=torch.from_numpy(idx.copy()), num_graphs=G)
+                       **_masks(n_real, (N, E, G)), graph_index=torch.from_numpy(idx.copy()), num_graphs=G,
+                       **_features(store, node_rows, edge_cols, idx, (N, E, G)))
 
 # %% ../nbs/04_loading.ipynb #f26982e5
 @patch
@@ -140,15 +163,21 @@ def _repr_html_(self:PaddedBatch) -> str:
 
 # %% ../nbs/04_loading.ipynb #1b59007d
 @patch
-def to_pyg(self:PaddedBatch):
-    "A `torch_geometric.data.Batch` with the same tensors (padding included, masks as attributes)."
+def to_pyg(self:PaddedBatch,
+           padding:bool=False): # keep the padding node(s), edges and graph slots (and the masks)
+    "A `torch_geometric.data.Batch`: the real graphs only, or with `padding=True` the padded shape and its masks."
     from torch_geometric.data import Batch
-    counts = torch.bincount(self.batch, minlength=self.num_graphs)
-    vec = self.edge_vec()
-    b = Batch(z=self.z, pos=self.pos, edge_index=self.edge_index, edge_vec=vec, edge_dist=vec.norm(dim=-1),
-              y=self.y, batch=self.batch, ptr=torch.cat([counts.new_zeros(1), counts.cumsum(0)]),
-              node_mask=self.node_mask, edge_mask=self.edge_mask, graph_mask=self.graph_mask)
-    b._num_graphs = self.num_graphs
+    n, e, g = self.shape if padding else self.n_real
+    counts = torch.bincount(self.batch[:n], minlength=g)
+    vec = self.edge_vec()[:e]
+    b = Batch(z=self.z[:n], pos=self.pos[:n], edge_index=self.edge_index[:, :e], edge_vec=vec,
+              edge_dist=vec.norm(dim=-1), y=self.y[:g], batch=self.batch[:n],
+              ptr=torch.cat([counts.new_zeros(1), counts.cumsum(0)]), graph_index=self.graph_index)
+    if self.x is not None: b.x = self.x[:n]
+    if self.edge_attr is not None: b.edge_attr = self.edge_attr[:e]
+    for k, v in self.graph_attr.items(): b[k] = v[:g]
+    if padding: b.node_mask, b.edge_mask, b.graph_mask = self.node_mask, self.edge_mask, self.graph_mask
+    b._num_graphs = g
     return b
 
 # %% ../nbs/04_loading.ipynb #b7a862b7
@@ -158,8 +187,18 @@ class BatchSpec:
     index: np.ndarray
     shape: tuple|None
     batch_id: int = 0
+    def __iter__(self): return iter(self.index.tolist())   # so PyG's DataLoader(batch_sampler=PlanSampler) works
+    def __len__(self): return len(self.index)
 
 _SHARDINGS = {'balanced': balanced_shard_plan, 'round-robin': shard_plan}
+
+def _check_ranks(rank, world_size):
+    "`ValueError` unless `world_size` is an integer >= 1 and `rank` an integer in 0..world_size-1."
+    for nm, v in (('rank', rank), ('world_size', world_size)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise ValueError(f"{nm} must be an integer, got {v!r}")
+    if world_size < 1: raise ValueError(f"world_size must be >= 1, got {world_size}")
+    if not 0 <= rank < world_size: raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
 
 class PlanSampler(torch.utils.data.Sampler):
     "Yields the `BatchSpec`s of the plan of the current epoch, for a `DataLoader(..., batch_size=None)`."
@@ -176,6 +215,7 @@ class PlanSampler(torch.utils.data.Sampler):
         if len(self.indices) != len(sizes): raise ValueError(f"{len(self.indices)} indices for {len(sizes)} graphs")
         self.seed, self.shuffle, self.options = seed, shuffle, algorithm_options
         if sharding not in _SHARDINGS: raise ValueError(f"sharding must be one of {list(_SHARDINGS)}, got {sharding!r}")
+        _check_ranks(rank, world_size)
         self.rank, self.world_size, self.sharding = rank, world_size, sharding
         self.epoch, self._plan = 0, None
         self.plan()                                             # fail early on impossible budgets or too-big graphs
@@ -189,6 +229,10 @@ class PlanSampler(torch.utils.data.Sampler):
                           shuffle=self.shuffle, **self.options)
             shard = _SHARDINGS[self.sharding]
             self._plan = shard(p, self.rank, self.world_size) if self.world_size > 1 else p
+            if self.world_size > 1 and len(self._plan) == 0 and len(p.order):
+                raise ValueError(f"world_size={self.world_size} ranks for a plan of {len(p)} batches "
+                                 f"({len(p.order)} graphs): every rank would run 0 steps; use fewer ranks or a "
+                                 "smaller batch_size")
         return self._plan
     def __len__(self): return len(self.plan())
     def __iter__(self):
@@ -215,3 +259,18 @@ def batch_loader(store:GraphStore, # the dataset
                           **algorithm_options)
     return torch.utils.data.DataLoader(PaddedGraphs(store, target), sampler=sampler, batch_size=None,
                                        num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False)
+
+# %% ../nbs/04_loading.ipynb #80665604
+class PyGBatchSampler(PlanSampler):
+    "Lists of dataset indices, one per planned batch, for PyG's `DataLoader(dataset, batch_sampler=...)`."
+    def __init__(self, data, # a list of PyG `Data`, a PyG dataset, a `GraphStore` or `GraphSizes` of all graphs
+                 algorithm:str, # a key of `ALGORITHMS`
+                 batch_size:int, # B
+                 indices=None, # the graphs to sample from (e.g. a split; default all)
+                 **kwargs): # seed, shuffle, rank, world_size, sharding and the algorithm's options, as `PlanSampler`
+        if isinstance(data, GraphSizes): sizes = data
+        else: sizes = data.sizes if isinstance(data, GraphStore) else pyg_sizes(data)
+        idx = np.arange(len(sizes)) if indices is None else as_i64(indices)
+        super().__init__(sizes[idx], algorithm, batch_size, idx, **kwargs)
+    def __iter__(self):
+        for spec in super().__iter__(): yield spec.index.tolist()

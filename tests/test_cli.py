@@ -91,6 +91,8 @@ def test_plan_too_big_graph_is_a_clear_error_or_skipped():
     r = run('plan', '--dataset', 'mp36k', '--algorithm', 'dynamic', '--batch-size', '2', check=False)
     assert r.returncode == 2 and 'Traceback' not in r.stderr
     assert 'graph 1010 has 136 nodes' in r.stderr and 'too big' in r.stderr and 'Raise the budget' in r.stderr
+    assert '--on-too-big skip' in r.stderr and 'on_too_big=' not in r.stderr   # the command line's words
+    assert len(r.stderr.strip().splitlines()) == 1
     s = json.loads(run('plan', '--dataset', 'mp36k', '--algorithm', 'dynamic', '--batch-size', '2',
                        '--on-too-big', 'skip',
                        '--json').stdout)

@@ -6,6 +6,7 @@ import numpy as np, pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 from gnnbatch_nb.measure.costmodel import fit_step_cost, compile_cost, CostModel, _profile_from_draws
+from gnnbatch_nb.batching.registry import ALGORITHMS
 
 def gnnbatch(*args, check=True):
     r = subprocess.run(['gnnbatch', *args], capture_output=True, text=True, timeout=900)
@@ -28,6 +29,17 @@ def test_compare_end_to_end_small(tmp_path):
     s64 = t[(t['mode'] == 'compiled') & (t.algorithm == 'static-64')].iloc[0]
     assert s64.compiles_2000000 > s64.compiles_100000 - 1e-9 >= s64.shapes_per_epoch - 1e-9
     for f in ('compare.csv', 'steps.csv', 'compare.json', 'compare.png'): assert (out/f).stat().st_size > 0
+    info = json.loads((out/'compare.json').read_text())
+    for S in (100_000, 2_000_000):                       # the totals are made of the figures the table shows
+        c = t[f'compiles_{S}']
+        by_hand = (S * t.step_ms / 1e3 + c * t.compile_s + (c > 0) * info['startup_s']) / 3600
+        np.testing.assert_allclose(by_hand, t[f'hours_{S}'], rtol=1e-9)
+        assert t[f'best_{S}'].sum() == 1 and t[f'winner_{S}'].any() != t[f'tie_{S}'].any()
+    assert set(info['settings']['fit']) == {'eager', 'compiled'} and info['settings']['interleaved']
+    steps = pd.read_csv(out/'steps.csv')
+    ea = steps[steps['mode'] == 'eager'].sort_values('seq')              # eager steps in rotation
+    assert ea.algorithm.tolist()[:len(ALGORITHMS)] == list(ALGORITHMS)
+    assert ea.groupby('algorithm').seq.apply(lambda s: s.diff().dropna().between(1, 2 * len(ALGORITHMS)).all()).all()
     text = gnnbatch('recommend', '--from', str(out), '--steps', '1000').stdout
     assert 'vs_best' in text and 'compiled' in text
 
@@ -117,3 +129,116 @@ def test_bench_validate_end_to_end(tmp_path):
 def test_bench_validate_bad_runs_is_one_line():
     r = gnnbatch('bench', 'validate', '--runs', 'dynamic-eager-3', check=False)
     assert r.returncode == 2 and 'ALGORITHM:MODE:STEPS' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+# ---- issue 13: a comparison whose answer can be trusted -------------------------------------------------------------
+from gnnbatch_nb.sizes import qm9_like
+from gnnbatch_nb.measure.costmodel import ShapeProfile
+from gnnbatch_nb.measure.steps import summarise, rotation, measure_interleaved
+from gnnbatch_nb.measure.compare import tabulate, recommend, format_table, save_compare, complete_table
+
+def _synthetic_run(algorithm, mode, step_s, noise, rng, steps=25, compile_s=0.0, shape=(600, 10_000, 33)):
+    "A run as `measure` returns it: `steps` steps of one shape around `step_s` (lognormal noise), a compile first."
+    t = step_s * rng.lognormal(0, noise, steps)
+    comp = [int(mode != 'eager' and i == 0) for i in range(steps)]
+    rec = pd.DataFrame(dict(step=np.arange(steps), N=shape[0] + 10 * (np.arange(steps) % 7), E=shape[1], G=shape[2],
+                            n=shape[0], e=shape[1], g=shape[2] - 1, batching_s=1e-3,
+                            update_s=t + np.array(comp) * compile_s, compiles=comp, first_compile=False,
+                            compile_s=0.0, loss=1.0))
+    return dict(spec=dict(algorithm=algorithm, mode=mode), records=rec, summary=summarise(rec))
+
+@pytest.fixture(scope='module')
+def sizes(): return qm9_like(3000, seed=1)
+
+def _profiles(sizes, algs): return {a: ShapeProfile.simulate(sizes, a, 16) for a in algs}
+
+def _totals_by_hand(t, cm, S):
+    "Every row's total from the row's own figures: S x step + compilations x s/compile + the start-up once."
+    c = t[f'compiles_{S}']
+    return (S * t.step_ms / 1e3 + c * t.compile_s + (c > 0) * cm.startup_s) / 3600
+
+def test_clear_winner_when_it_beats_the_runner_up_beyond_the_interval(sizes):
+    "dynamic 100 ms ± 1 %, packing 130 ms ± 1 % (both eager, measured): dynamic wins outright at every horizon."
+    rng = np.random.default_rng(0)
+    runs = [_synthetic_run('dynamic', 'eager', 0.100, 0.01, rng), _synthetic_run('packing', 'eager', 0.130, 0.01, rng)]
+    t, _, cm = tabulate(runs, _profiles(sizes, ['dynamic', 'packing']), modes=('eager',), horizons=(1000, 10**6))
+    for h in (1000, 10**6):
+        assert t[f'winner_{h}'].tolist() == [True, False] and not t[f'tie_{h}'].any()
+        assert t[f'hi_hours_{h}'][0] < t[f'lo_hours_{h}'][1]
+    assert (t.step_src == 'measured').all()
+    assert '<' in format_table(t, (1000, 10**6)) and 'no clear winner' not in format_table(t, (1000, 10**6))
+
+def test_a_difference_within_the_interval_is_a_tie(sizes):
+    "dynamic 100 ms and packing 101 ms with 10 % noise: the intervals overlap, the table and recommend say tie."
+    rng = np.random.default_rng(1)
+    runs = [_synthetic_run('dynamic', 'eager', 0.100, 0.10, rng), _synthetic_run('packing', 'eager', 0.101, 0.10, rng),
+            _synthetic_run('static-2^N', 'eager', 0.300, 0.01, rng)]
+    profiles = _profiles(sizes, ['dynamic', 'packing', 'static-2^N'])
+    t, _, cm = tabulate(runs, profiles, modes=('eager',), horizons=(1000,))
+    assert not t.winner_1000.any() and t.best_1000.sum() == 1
+    assert set(t.algorithm[t.tie_1000]) == {'dynamic', 'packing'}          # the slow one does not tie
+    text = format_table(t, (1000,))
+    assert 'no clear winner' in text and 'dynamic / eager' in text.splitlines()[-1] and '=' in text
+    rk = recommend(cm, profiles, 1000)
+    assert not rk.winner.any() and set(rk.algorithm[rk.tie]) == {'dynamic', 'packing'}
+    assert rk.algorithm[0] == t.algorithm[t.best_1000].item() and 'no clear winner' in rk.attrs['verdict']
+
+def test_totals_are_made_of_the_figures_shown(sizes):
+    "A measured compiled row (one shape) and projected ones: every total is S x step_ms + compiles x s/compile (+ c0)."
+    rng = np.random.default_rng(2)
+    algs = ['dynamic', 'packing', 'static-64']
+    runs = [_synthetic_run(a, 'eager', s, 0.02, rng, shape=(600 + 40 * i, 10_000 + 900 * i, 17))
+            for i, (a, s) in enumerate(zip(algs, (0.10, 0.11, 0.12)))]
+    runs.append(_synthetic_run('dynamic', 'compiled', 0.06, 0.02, rng, steps=6, compile_s=20.0))   # faster than the fit
+    profiles = _profiles(sizes, algs)
+    t, _, cm = tabulate(runs, profiles, horizons=(1000, 10**6))
+    row = t[(t.algorithm == 'dynamic') & (t['mode'] == 'compiled')].iloc[0]
+    assert row.step_src == 'measured' and row.compile_src == 'measured'
+    assert row.step_ms == pytest.approx(1e3 * runs[-1]['summary']['steady_median'], rel=1e-12)
+    assert row.step_ms != pytest.approx(1e3 * float(cm.step['compiled'](*profiles['dynamic'].mean_shape)), rel=1e-3)
+    assert (t[t['mode'] == 'compiled'].algorithm != 'dynamic').eq(t[t['mode'] == 'compiled'].step_src == 'projected').all()
+    for S in (1000, 10**6):
+        np.testing.assert_allclose(_totals_by_hand(t, cm, S), t[f'hours_{S}'], rtol=1e-12)
+        best = t[t[f'hours_{S}'] == t[f'hours_{S}'].min()]
+        assert t[f'best_{S}'].tolist() == (t.index == best.index[0]).tolist()
+        rk = recommend(cm, profiles, S)                                           # recommend ranks the same figures
+        assert rk.total_h.iloc[0] == pytest.approx(best[f'hours_{S}'].iloc[0], rel=1e-12)
+
+def test_rotation_order():
+    assert rotation(2, 3) == [0, 1, 1, 0, 0, 1]
+    order = np.array(rotation(5, 10)).reshape(10, 5)
+    assert all(sorted(r) == list(range(5)) for r in order)
+    assert all(np.bincount(order[:5, j], minlength=5).tolist() == [1] * 5 for j in range(5))
+    with pytest.raises(ValueError, match='rounds >= 1'): rotation(3, 0)
+
+@pytest.fixture(scope='module')
+def small_qm9():
+    from gnnbatch_nb.data.datasets import load_dataset
+    return load_dataset('qm9').subset(np.arange(400))
+
+def test_interleaved_steps_follow_the_rotation(small_qm9):
+    "Three eager runs, four steps each: the steps were taken one of each in turn, each run's own batches in order."
+    algs = ['dynamic', 'static-64', 'packing']
+    res = measure_interleaved(small_qm9, 'schnet', algs, 4, steps=4)
+    rec = pd.concat([r['records'].assign(run=i) for i, r in enumerate(res)]).sort_values('seq')
+    assert rec.seq.tolist() == list(range(12)) and rec.run.tolist() == rotation(3, 4)
+    assert all(r['records'].step.tolist() == [0, 1, 2, 3] for r in res)
+    assert all(r['summary']['steady_lo'] <= r['summary']['steady_median'] <= r['summary']['steady_hi'] for r in res)
+
+def test_save_compare_keeps_the_results_when_the_folder_cannot_be_written(sizes, tmp_path):
+    rng = np.random.default_rng(3)
+    runs = [_synthetic_run('dynamic', 'eager', 0.1, 0.01, rng), _synthetic_run('packing', 'eager', 0.12, 0.01, rng)]
+    profiles = _profiles(sizes, ['dynamic', 'packing'])
+    t, rec, cm = tabulate(runs, profiles, modes=('eager',))
+    res = dict(table=t, records=rec, model=cm, profiles=profiles, settings=dict(model='schnet', dataset='x', batch_size=16),
+               machine=dict(cpu='test'))
+    blocker = tmp_path/'a-file'; blocker.write_text('x')
+    with pytest.warns(UserWarning, match='a copy of the results went to'):
+        paths = save_compare(res, blocker/'out')
+    assert str(blocker/'out') in paths['note'] and len(pd.read_csv(paths['table'])) == len(t)
+    assert Path(paths['json']).exists() and not (blocker/'out').exists()
+
+def test_old_tables_read_with_point_intervals():
+    t = pd.read_csv(Path(__file__).resolve().parent.parent/'results'/'models'/'schnet'/'compare.csv')
+    c = complete_table(t)
+    assert (c.step_lo_ms == c.step_ms).all() and (c.best_100000 == c.winner_100000).all() and not c.tie_100000.any()
+    assert 'total @100,000' in format_table(c)

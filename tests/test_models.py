@@ -5,9 +5,11 @@ import numpy as np, torch, pytest
 from gnnbatch_nb.data.qm9 import qm9
 from gnnbatch_nb.loading import collate
 from gnnbatch_nb.batching.registry import ALGORITHMS, make_plan
+import math
+from torch import nn
 from gnnbatch_nb.models.schnet import (SchNet, unpadded_reference, check_padding_exact,
-    graph_breaks, n_params, safe_norm)
-from gnnbatch_nb.models.mpeu import MPEU
+    graph_breaks, n_params, schnet_reference, GaussianRBF, RBF_FLOOR, Edges)
+from gnnbatch_nb.models.mpeu import MPEU, edge_input_layer
 from gnnbatch_nb.models.painn import PaiNN, random_rotation
 
 torch.set_num_threads(1)        # shared 2-core CPU: single-threaded scatter is faster than contended threads
@@ -49,9 +51,8 @@ def test_padding_exact_float32(name, store, idx):
 def test_padding_check_detects_a_leak(store, idx):
     class BatchCentred(SchNet):
         def forward(self, batch):
-            h = self.embed(batch.z); h = h - h.mean(0)
-            e = self.rbf(safe_norm(batch.edge_vec()))
-            for block in self.interactions: h = block(h, e, batch)
+            h, e, edges = self.encode(batch); h = h - h.mean(0)
+            for block in self.interactions: h = block(h, e, edges)
             return self.readout(h, batch)
     m = BatchCentred()
     with pytest.raises(AssertionError, match='differ'):
@@ -93,3 +94,39 @@ def test_unknown_species_fails(store, idx):
     pb = _padded_batch(store, idx)
     with pytest.raises(IndexError):
         SchNet()(replace(pb, z=torch.where(pb.node_mask, torch.full_like(pb.z, 2), pb.z)))   # helium
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_schnet_equals_its_plain_reference(dtype, tol, store, idx):
+    "The fast path (clamped exp, folded ssp shifts, unmasked messages) against the plain one, on a padded batch."
+    torch.manual_seed(2)
+    model = SchNet().to(dtype)
+    pb = _padded_batch(store, idx)
+    pb = replace(pb, pos=pb.pos.to(dtype))
+    fast, plain = model(pb), schnet_reference(model, pb)
+    assert (fast - plain).abs().max() < tol
+    g_fast = torch.autograd.grad(fast.sum(), list(model.parameters()))
+    g_plain = torch.autograd.grad(plain.sum(), list(model.parameters()))
+    assert all((a - b).abs().max() < tol*max(1.0, b.abs().max()) for a, b in zip(g_fast, g_plain))
+
+def test_rbf_clamp_deviation_is_below_exp_floor():
+    d = torch.linspace(0, 20, 2001, dtype=torch.float64)
+    gap = (GaussianRBF()(d) - GaussianRBF(floor=None)(d)).abs().max().item()
+    assert 0 < gap <= math.exp(RBF_FLOOR)
+
+@pytest.mark.parametrize('name', list(MODELS))
+def test_float32_gradients_close_to_float64(name, store, idx):
+    "The float32 deviation of the fast paths: every gradient within 5e-4 of float64 (relative to its largest entry)."
+    torch.manual_seed(5)
+    m32 = MODELS[name](); m64 = MODELS[name]().double(); m64.load_state_dict(m32.state_dict())
+    pb = _padded_batch(store, idx)
+    pb64 = replace(pb, pos=pb.pos.double())
+    g32 = torch.autograd.grad(((m32(pb) - 1)**2)[pb.graph_mask].sum(), list(m32.parameters()))
+    g64 = torch.autograd.grad(((m64(pb64) - 1)**2)[pb.graph_mask].sum(), list(m64.parameters()))
+    for (n, _), a, b in zip(m32.named_parameters(), g32, g64):
+        assert (a.double() - b).abs().max() <= 5e-4 * b.abs().max(), n
+
+def test_edge_input_layer_equals_concatenation():
+    torch.manual_seed(4)
+    lin, h, e = nn.Linear(11, 8, bias=True).double(), torch.randn(5, 4).double(), torch.randn(6, 3).double()
+    ed = Edges(torch.tensor([0, 1, 2, 3, 4, 0]), torch.tensor([1, 0, 3, 2, 0, 4]), torch.ones(5))
+    assert torch.allclose(edge_input_layer(lin, h, e, ed), lin(torch.cat([h[ed.src], h[ed.dst], e], -1)), atol=1e-12)

@@ -107,7 +107,7 @@ def test_budget_arithmetic_hand_cases():
     assert [ceil_multiple_64(v) for v in (0, 64, 65)] == [64, 64, 128]
     assert [next_pow2(v) for v in (0, 1, 2, 3, 1025)] == [2, 2, 2, 4, 2048]
     assert estimate_budget(GraphSizes(np.full(50, 5), np.full(50, 6)), 32) == (192, 256, 32)
-    with pytest.raises(ValueError, match='batch_size must be > 1'): estimate_budget(GraphSizes([5], [6]), 1)
+    with pytest.raises(ValueError, match='batch_size must be an integer >= 2'): estimate_budget(GraphSizes([5], [6]), 1)
 
 
 @SETTINGS
@@ -318,6 +318,10 @@ def test_over_budget_policies(name, sizes, N, E, G, seed):
         assert str(budget) in err and "on_too_big='skip'" in err and 'Raise the budget' in err
     else:
         fn(sizes, G, budget=budget, seed=seed).validate()
+    if len(sizes) and len(big) == len(sizes):          # skipping every graph would plan no batch: an error
+        with pytest.raises(ValueError, match=f"every one of the {len(sizes)} graphs is too big"):
+            fn(sizes, G, budget=budget, on_too_big='skip', seed=seed)
+        return
     skip = fn(sizes, G, budget=budget, on_too_big='skip', seed=seed).validate()
     assert (skip.skipped == big).all() and not np.isin(big, skip.order).any()
     assert sorted(skip.order.tolist() + skip.skipped.tolist()) == list(range(len(sizes)))
@@ -350,6 +354,10 @@ def test_policy_name_checked():
 @given(sizes=graph_sizes(), N=st.integers(2, 200), E=st.integers(0, 2000), G=st.integers(2, 20),
        seed=st.integers(0, 100))
 def test_packing_explicit_budget_never_overflows(sizes, N, E, G, seed):
+    if len(sizes) and ((sizes.n_node > N - 1) | (sizes.n_edge > E)).all():
+        with pytest.raises(ValueError, match='skipping them all'):
+            plan_packing(sizes, G, budget=(N, E, G), on_too_big='skip', seed=seed)
+        return
     plan = plan_packing(sizes, G, budget=(N, E, G), on_too_big='skip', seed=seed).validate()
     assert (plan.shapes == np.array([N, E, G])).all()
     assert sorted(plan.order.tolist() + plan.skipped.tolist()) == list(range(len(sizes)))

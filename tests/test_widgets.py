@@ -23,7 +23,7 @@ def embedded(grid, profiles):
     m = re.search(r'<script type="application/json">(.*?)</script>', page, re.S)
     return json.loads(m.group(1))
 
-def total_from_embedded(c, P, a, m, S):
+def total_from_embedded(c, P, a, m, S, step='step_s'):
     "The cost model's formula on the embedded figures: steps x step time + compilations x compile time + start-up."
     fs = decode_steps(P[a]['fs'])
     if m == 'eager': k = 0.0
@@ -33,7 +33,15 @@ def total_from_embedded(c, P, a, m, S):
         f0 = f1 * (f1 - 1) / 2 if f2 == 0 else f1**2 / (2 * f2)
         k = len(fs) + (f0 * (1 - (1 - f1 / (n * f0 + f1)) ** (S - n)) if f0 > 0 and f1 > 0 else 0)
     if m == 'compiled-dynamic': k = min(k, c['dynamic_compiles'])
-    return S * c['step_s'][m][a] + k * (c['compile_s'][m] or 0.0) + (k > 0) * (c['startup_s'] or 0.0)
+    return S * c[step][m][a] + k * (c['compile_pair_s'][m][a] or 0.0) + (k > 0) * (c['startup_s'] or 0.0)
+
+def embedded_verdict(c, P, S):
+    "(best pair, clear winner?, pairs tying) as the page's script decides them from the embedded intervals."
+    pairs = [(a, m) for a in c['algorithms'] for m in c['modes']]
+    tot = {p: [total_from_embedded(c, P, *p, S, k) for k in ('step_s', 'step_lo_s', 'step_hi_s')] for p in pairs}
+    best = min(pairs, key=lambda p: tot[p][0])
+    clear = all(tot[best][2] < tot[p][1] for p in pairs if p != best)
+    return best, clear, set() if clear else {p for p in pairs if tot[p][1] <= tot[best][2]}
 
 def test_grid_holds_the_committed_cells(grid):
     assert ('qm9', 'painn', 32) in grid and ('mp36k', 'schnet', 128) in grid
@@ -48,8 +56,25 @@ def test_embedded_totals_equal_recommend(grid, profiles, embedded, steps):
         ref = recommend(cell['model'], {a: profiles[(d, b)][a] for a in algs}, steps)
         got = [total_from_embedded(c, P, a, m, steps) for a, m in zip(ref.algorithm, ref['mode'])]
         np.testing.assert_allclose(got, 3600 * ref.total_h.to_numpy(), rtol=1e-12)
-        best = min(((a, m) for a in c['algorithms'] for m in c['modes']), key=lambda am: total_from_embedded(c, P, *am, steps))
+        best, clear, ties = embedded_verdict(c, P, steps)
         assert best == (ref.algorithm[0], ref['mode'][0])
+        assert clear == bool(ref.winner.iloc[0]) and ties == set(zip(ref.algorithm[ref.tie], ref['mode'][ref.tie]))
+
+def test_measured_figures_reach_the_page(grid, profiles):
+    "A cell whose model carries measured figures (as a new `compare.json` does): the page and `recommend` use them."
+    import copy
+    cell = copy.deepcopy(grid[('qm9', 'schnet', 32)])
+    P = profiles[('qm9', 32)]
+    cm = cell['model']
+    fit = cm.step_time(P['packing'], 'eager')[0]
+    cm.measured[('packing', 'eager')] = dict(step_s=0.5 * fit, step_lo_s=0.49 * fit, step_hi_s=0.51 * fit,
+                                             compile_s=float('nan'), mean_shape=P['packing'].mean_shape)
+    c = panel_data({('qm9', 'schnet', 32): cell}, profiles)['cells']['qm9|schnet|32']
+    assert c['step_s']['eager']['packing'] == 0.5 * fit and c['step_lo_s']['eager']['packing'] == 0.49 * fit
+    ref = recommend(cm, {a: P[a] for a in c['algorithms']}, 1000, ['eager'])
+    assert (ref.algorithm[0], ref['mode'][0], bool(ref.winner[0])) == ('packing', 'eager', True)   # half the time: clear
+    emb = embedded_verdict(dict(c, modes=['eager']), panel_data({('qm9', 'schnet', 32): cell}, profiles)['profiles']['qm9|32'], 1000)
+    assert emb[:2] == (('packing', 'eager'), True)
 
 def test_embedded_flags_follow_the_saved_table(grid, embedded):
     t = grid[('qm9', 'schnet', 32)]['table']

@@ -18,6 +18,9 @@ def readme_text() -> str:
         img = re.search(r"Image\(filename='\.\./([\w./-]+)'\)", c.source)
         if img and c.cell_type == 'code':                                          # a committed picture: link it
             cells.append(nbformat.v4.new_markdown_cell(f'![]({img.group(1)})')); continue
+        if c.cell_type == 'code' and 'ComparisonPanel(' in c.source:                   # an interactive view: say so
+            cells.append(nbformat.v4.new_markdown_cell(
+                '*On the documentation site and in a notebook, an interactive comparison panel stands here.*')); continue
         c.source = '\n'.join(l for l in lines if not re.match(r'#\|', l)).strip('\n')
         cells.append(c)
     nb.cells = cells

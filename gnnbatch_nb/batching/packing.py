@@ -16,7 +16,7 @@ from .bucketing import plan_bucketing, _size_key
 
 # %% auto #0
 __all__ = ['estimate_budget', 'next_fit_loop', 'batch_ends', 'follow_chain', 'next_fit_ptr', 'dynamic_batch_stream',
-           'checked_budget', 'plan_dynamic', 'packing_budget', 'plan_packing']
+           'checked_budget', 'check_some_fit', 'plan_dynamic', 'packing_budget', 'plan_packing']
 
 # %% ../../nbs/03d_packing.ipynb #5d59e88d
 def estimate_budget(sizes:GraphSizes,           # the split, in its stored (already shuffled) order
@@ -24,7 +24,7 @@ def estimate_budget(sizes:GraphSizes,           # the split, in its stored (alre
                     n_estimation_graphs:int=1000 # estimate from this many leading graphs
                    ) -> tuple:
     "The study's dynamic budget `(N, E, G)` from the first graphs: next64 of max(B mean, max), G = B."
-    if batch_size <= 1: raise ValueError(f"batch_size must be > 1 for padding with graphs, got {batch_size}")
+    check_batch_size(batch_size, 2)
     if len(sizes) == 0 or n_estimation_graphs < 1: raise ValueError("need at least one graph to estimate a budget")
     s = sizes[:min(n_estimation_graphs, len(sizes))]
     N = next_multiple_64(max(s.n_node.mean() * batch_size, s.n_node.max()))
@@ -105,10 +105,27 @@ def dynamic_batch_stream(n_node, # nodes of every graph, `[n_graph]`
 
 # %% ../../nbs/03d_packing.ipynb #a3f216d7
 def checked_budget(budget) -> tuple:
-    "The budget as a tuple of ints `(N, E, G)`; `ValueError` with fewer than 2 graph slots."
+    "The budget as a tuple of ints `(N, E, G)`; `ValueError` unless it holds a real graph beside its padding."
+    if isinstance(budget, str) or len(np.shape(budget)) != 1 or len(budget) != 3:
+        raise ValueError(f"budget must be three integers (N, E, G), got {budget!r}")
+    if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in budget):
+        raise ValueError(f"budget must be three integers (N, E, G), got {tuple(budget)}: sizes are counts")
     N, E, G = (int(x) for x in budget)
     if G < 2: raise ValueError(f"the budget needs at least 2 graph slots, got {G}")
+    if N < 2 or E < 0:
+        raise ValueError(f"the budget {(N, E, G)} holds no real graph: N counts one padding node, so N must be >= 2, "
+                         "and E must be >= 0")
     return (N, E, G)
+
+def check_some_fit(sizes:GraphSizes, # the graphs
+                   big:np.ndarray,   # the too-big ones, from `check_too_big`, `[k]`
+                   budget:tuple,     # (N, E, G)
+                   on_too_big:str):  # only 'skip' leaves graphs out
+    "`ValueError` when every graph is too big for `budget`: with on_too_big='skip' the plan would have no batch."
+    if on_too_big == 'skip' and len(sizes) and len(big) == len(sizes):
+        raise ValueError(f"every one of the {len(sizes)} graphs is too big for the budget (N, E, G) = {budget} "
+                         f"(the smallest has {int(sizes.n_node.min())} nodes and {int(sizes.n_edge.min())} edges); "
+                         "skipping them all would leave nothing to train on: raise the budget")
 
 def _stream_without_big(n_graph:int, stream:np.ndarray, big:np.ndarray, on_too_big:str) -> tuple:
     "The stream without skipped graphs `[n_used]`, the skipped ones, and the solo mask over the stream (or None)."
@@ -119,7 +136,7 @@ def _stream_without_big(n_graph:int, stream:np.ndarray, big:np.ndarray, on_too_b
 def plan_dynamic(sizes:GraphSizes,        # the graphs
                  batch_size:int,          # B: graph slots of the budget (B-1 real graphs at most)
                  *,
-                 budget=None,             # (N, E, G); estimated as in the study when None
+                 budget=None,             # (N, E, G); estimated as in the study when None or 'estimate'
                  n_estimation_graphs:int=1000, # graphs used to estimate the budget
                  on_too_big:str='raise',  # 'raise', 'skip' or 'solo'
                  seed:int=0,              # random seed of the run
@@ -128,11 +145,12 @@ def plan_dynamic(sizes:GraphSizes,        # the graphs
                 ) -> Plan:
     "The study's dynamic batching: jraph's greedy next-fit under one budget (N, E, G) over the epoch's stream."
     t0 = time.perf_counter()
-    if batch_size <= 1: raise ValueError(f"batch_size must be > 1 for padding with graphs, got {batch_size}")
-    if budget is None:
+    check_batch_size(batch_size, 2)
+    if budget is None or (isinstance(budget, str) and budget == 'estimate'):
         budget = estimate_budget(sizes, batch_size, n_estimation_graphs) if len(sizes) else (2, 0, batch_size)
     N, E, G = checked_budget(budget)
     big = check_too_big(sizes, (N, E, G), on_too_big)
+    check_some_fit(sizes, big, (N, E, G), on_too_big)
     stream = epoch_order(len(sizes), seed, epoch, shuffle)
     stream, skipped, solo = _stream_without_big(len(sizes), stream, big, on_too_big)
     ptr = next_fit_ptr(sizes.n_node[stream], sizes.n_edge[stream], N - 1, E, G - 1, solo)
@@ -234,6 +252,7 @@ def _pack(sizes:GraphSizes, batch_size:int, budget, on_too_big:str, shuffled) ->
         return order, ptr, _tightest_shape(sizes, order, ptr, batch_size), np.zeros(0, np.int64)
     budget = checked_budget(budget)
     big = check_too_big(sizes, budget, on_too_big)
+    check_some_fit(sizes, big, budget, on_too_big)
     fit = shuffled(np.setdiff1d(np.arange(len(sizes)), big))
     return (*_balanced_bins(sizes, fit, _n_bins_for(sizes, fit, budget)), budget, big)
 

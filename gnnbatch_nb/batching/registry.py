@@ -4,20 +4,34 @@
 
 # %% ../../nbs/03e_registry.ipynb #a58ffc52
 from __future__ import annotations
+import inspect
 from ..sizes import GraphSizes
 from .plan import Plan
-from .padding import plan_concat, plan_static_constant, plan_static_64, plan_static_pow2
+from .padding import (STATIC_PADDINGS, plan_static, plan_concat, plan_static_constant,
+    plan_static_64, plan_static_pow2)
 from .bucketing import plan_bucketing
 from .packing import plan_dynamic, plan_packing
 
 # %% auto #0
-__all__ = ['ALGORITHMS', 'make_plan']
+__all__ = ['ALGORITHMS', 'algorithm_options', 'check_options', 'make_plan']
 
 # %% ../../nbs/03e_registry.ipynb #ee56510d
 ALGORITHMS = {'concat': plan_concat, 'static-constant': plan_static_constant, 'static-64': plan_static_64,
               'static-2^N': plan_static_pow2, 'bucketing': plan_bucketing, 'dynamic': plan_dynamic,
               'packing': plan_packing}
 _ALIASES = {'static-pow2': 'static-2^N', 'static-2pow': 'static-2^N', 'pyg': 'concat'}
+
+def algorithm_options(algorithm:str) -> list:
+    "The keyword options that the planner `algorithm` takes (seed, epoch, shuffle and its own)."
+    name = _ALIASES.get(algorithm, algorithm)
+    fn = plan_static if name in STATIC_PADDINGS else ALGORITHMS[name]     # the static planners pass **kwargs on
+    return [p.name for p in inspect.signature(fn).parameters.values() if p.kind == p.KEYWORD_ONLY and p.name != 'pad']
+
+def check_options(algorithm:str, options:dict):
+    "`ValueError` naming an option that `algorithm` does not take, and the ones it does."
+    known = algorithm_options(algorithm)
+    bad = [k for k in options if k not in known]
+    if bad: raise ValueError(f"{algorithm} takes no option {bad[0]}; its options are {', '.join(known)}")
 
 def make_plan(sizes:GraphSizes, # the graphs
               algorithm:str,    # a key of `ALGORITHMS` ('static-pow2' is accepted for 'static-2^N')
@@ -27,4 +41,5 @@ def make_plan(sizes:GraphSizes, # the graphs
     "Plan the batches of `sizes` with the algorithm called `algorithm`."
     name = _ALIASES.get(algorithm, algorithm)
     if name not in ALGORITHMS: raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {list(ALGORITHMS)}")
+    check_options(name, kwargs)
     return ALGORITHMS[name](sizes, batch_size, **kwargs)

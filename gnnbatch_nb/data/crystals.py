@@ -12,8 +12,8 @@ from ..graphs import GraphStore, GraphDataset, cached
 
 # %% auto #0
 __all__ = ['MP36K_FILE', 'MP36K_TARGETS', 'KNN_VERSION', 'AFLUX_SERVER', 'AFLOW_FIELDS', 'AFLOW_TARGETS', 'periodic_knn',
-           'record_atoms', 'build_crystals', 'packaged_mp36k', 'find_mp36k', 'read_mp36k', 'mp36k', 'aflux_url',
-           'download_aflow', 'read_aflow', 'aflow']
+           'record_atoms', 'check_records', 'build_crystals', 'packaged_mp36k', 'find_mp36k', 'read_mp36k', 'mp36k',
+           'aflux_url', 'download_aflow', 'read_aflow', 'aflow']
 
 # %% ../../nbs/02b_crystals.ipynb #b4e9e8d9
 def periodic_knn(atoms:Atoms, # a periodic structure
@@ -48,6 +48,28 @@ def record_atoms(rec:dict) -> Atoms:
     return Atoms(rec['species'], scaled_positions=rec['frac_coords'], cell=list(rec['abc']) + list(rec['angles']),
                  pbc=True)
 
+def _record_problem(rec:dict) -> str|None:
+    "What makes record `rec` unusable as a crystal (no atoms, NaN coordinates, a degenerate cell), or None."
+    species = rec.get('species') or []
+    if len(species) == 0: return "has no atoms"
+    fc = np.asarray(rec.get('frac_coords', []), dtype=float)
+    if fc.shape != (len(species), 3): return f"has {len(species)} species but frac_coords of shape {fc.shape}"
+    bad = np.flatnonzero(~np.isfinite(fc).all(1))
+    if len(bad): return f"has a NaN or infinite coordinate at its atom {int(bad[0])}"
+    abc, ang = (np.asarray(rec.get(k, []), dtype=float) for k in ('abc', 'angles'))
+    if abc.shape != (3,) or not np.isfinite(abc).all() or (abc <= 0).any():
+        return f"has cell lengths {abc.tolist()} (three positive numbers of Å are needed)"
+    if ang.shape != (3,) or not np.isfinite(ang).all() or (ang <= 0).any() or (ang >= 180).any():
+        return f"has cell angles {ang.tolist()} (three numbers of degrees strictly between 0 and 180 are needed)"
+    return None
+
+def check_records(records:list, # crystal records (see `record_atoms`)
+                  name:str):    # dataset name, for the message
+    "`ValueError` naming the dataset, the crystal's id and what is wrong, for the first unusable record."
+    for i, rec in enumerate(records):
+        what = _record_problem(rec)
+        if what: raise ValueError(f"{name}: crystal {rec.get('id', i)} (record {i}) {what}; fix or drop it")
+
 def build_crystals(records:list, # dicts with abc, angles, species, frac_coords, id and the targets
                    targets:list, # (name, unit) of each target key in the records
                    name:str, # dataset name
@@ -56,6 +78,7 @@ def build_crystals(records:list, # dicts with abc, angles, species, frac_coords,
                   ) -> GraphStore:
     "Periodic kNN graphs of `records` as a `GraphStore` (12 n edges per crystal for k=12)."
     from tqdm.auto import tqdm
+    check_records(records, name)                            # before the neighbour search, which takes minutes
     zs, poss, cells, eis, shifts, n_node = [], [], [], [], [], []
     for rec in tqdm(records, desc=f'{name}: kNN graphs', disable=not progress, mininterval=2):
         at = record_atoms(rec)

@@ -4,22 +4,45 @@
 
 # %% ../../nbs/02c_datasets.ipynb #727cca62
 from __future__ import annotations
+from pathlib import Path
 import numpy as np
-from ..graphs import random_split
+import torch
+from ..graphs import GraphStore, random_split
 
 # %% auto #0
-__all__ = ['DATASETS', 'SPLIT_SEED', 'load_dataset', 'select_split', 'train_indices']
+__all__ = ['DATASETS', 'SPLIT_SEED', 'USER_DATASET', 'PYG_SUFFIXES', 'read_pyg', 'load_dataset', 'select_split', 'train_indices']
 
 # %% ../../nbs/02c_datasets.ipynb #91c4cfd7
 DATASETS = ('qm9', 'mp36k', 'aflow')
 SPLIT_SEED = 42 # the seed of the 80/10/10 split that every job uses
 
-def load_dataset(name:str, # one of DATASETS
+USER_DATASET = 'pyg'   # the name of a user's own saved PyG data (`--data my_dataset.pt`)
+PYG_SUFFIXES = ('.pt', '.pth')
+
+def read_pyg(path) -> GraphStore:
+    "A store of the graphs saved at `path`: a list of `Data`, a pickled PyG dataset, or an `InMemoryDataset` file."
+    p = Path(path)
+    if not p.is_file(): raise FileNotFoundError(f"{p} does not exist (a list of PyG Data saved with torch.save)")
+    try: obj = torch.load(p, map_location='cpu', weights_only=False)
+    except Exception as e: raise ValueError(f"{p} cannot be read by torch.load ({type(e).__name__}: {e})") from None
+    if isinstance(obj, tuple) and len(obj) in (2, 3) and isinstance(obj[1], dict):   # InMemoryDataset.save's file
+        from torch_geometric.data import InMemoryDataset
+        obj = InMemoryDataset(); obj.load(str(p))
+    try: return GraphStore.from_pyg(obj, name=p.stem)
+    except TypeError:
+        raise ValueError(f"{p} holds a {type(obj).__name__}, not a list of PyG Data or a dataset") from None
+
+def load_dataset(name:str, # one of DATASETS, or 'pyg' for a user's own file
                  cache_dir=None, # cache root
-                 data=None, # source file (mp36k: the .jsonl.gz; aflow: the AFLUX download; qm9: the CSV folder)
+                 data=None, # source (mp36k: the .jsonl.gz; aflow: the AFLUX download; qm9: the CSV folder; pyg: .pt)
                  graph:str='complete', cutoff:float=5.0, # QM9 graph construction
-                 verbose:bool=False):
-    "The `GraphStore` of dataset `name`."
+                 verbose:bool=False,
+                 target:str|None=None): # keep only this target (the one every job then trains on)
+    "The `GraphStore` of dataset `name`, with its targets or only `target`."
+    store = _open_dataset(name, cache_dir, data, graph, cutoff, verbose)
+    return store if target is None else store.with_target(target)
+
+def _open_dataset(name, cache_dir, data, graph, cutoff, verbose):
     if name == 'qm9':
         from gnnbatch_nb.data.qm9 import qm9
         return qm9(graph=graph, cutoff=cutoff, cache_dir=cache_dir, data_dir=data, verbose=verbose)
@@ -29,7 +52,10 @@ def load_dataset(name:str, # one of DATASETS
     if name == 'aflow':
         from gnnbatch_nb.data.crystals import aflow
         return aflow(path=data or 'aflow.jsonl', cache_dir=cache_dir, verbose=verbose)
-    raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
+    if name == USER_DATASET:
+        if data is None: raise ValueError("the pyg dataset needs data= (a .pt file of PyG Data)")
+        return read_pyg(data)
+    raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS + (USER_DATASET,)}")
 
 def select_split(store, split:str='all', seed:int=SPLIT_SEED):
     "The `GraphSizes` of `split` ('all', 'train', 'val' or 'test', 80/10/10 with `seed`)."

@@ -4,14 +4,14 @@
 
 # %% ../../nbs/08b_bench_batching.ipynb #4360b764
 from __future__ import annotations
-import json, os, platform, time
+import json, os, platform, tempfile, time, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
 from torch_geometric.loader import DataLoader, DynamicBatchSampler
 from ..sizes import GraphSizes
-from ..graphs import GraphStore, GraphDataset, random_split
+from ..graphs import GraphStore, GraphDataset, random_split, check_writable
 from ..data.datasets import load_dataset
 from ..batching.registry import ALGORITHMS, make_plan
 from ..loading import collate
@@ -102,6 +102,7 @@ def run_batching_benchmark(datasets=('qm9', 'mp36k'), batch_sizes=(16, 32, 64, 1
                            throughput_batch_size:int=32, planning_graphs:int=1_000_000, repeats:int=3, threads:int=1,
                            out:str|Path|None=None, cache_dir=None, progress=print) -> dict:
     "Efficiency, throughput and planning-time tables (and the machine); written as CSV/JSON to `out` when given."
+    if out is not None: check_writable(out, 'out')               # before minutes of measurement
     torch.set_num_threads(threads)
     stores = {d: load_dataset(d, cache_dir) for d in datasets}
     train = {d: random_split(s.n_graph, seed=42)['train'] for d, s in stores.items()}
@@ -120,12 +121,22 @@ def run_batching_benchmark(datasets=('qm9', 'mp36k'), batch_sizes=(16, 32, 64, 1
                settings=dict(datasets=list(datasets), batch_sizes=list(batch_sizes),
                              throughput_graphs=throughput_graphs, throughput_batch_size=throughput_batch_size,
                              planning_graphs=planning_graphs, repeats=repeats, threads=threads))
-    if out is not None:
-        out = Path(out); out.mkdir(parents=True, exist_ok=True)
-        for k in ('efficiency', 'throughput', 'planning'):
-            res[k].to_csv(out/f'{k}.csv', index=False, float_format='%.6g')
-        (out/'machine.json').write_text(json.dumps(dict(machine=res['machine'], settings=res['settings']), indent=1))
+    if out is not None: res['written_to'] = str(_write_results(res, Path(out)))
     return res
+
+def _write_tables(res:dict, out:Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    for k in ('efficiency', 'throughput', 'planning'): res[k].to_csv(out/f'{k}.csv', index=False, float_format='%.6g')
+    (out/'machine.json').write_text(json.dumps(dict(machine=res['machine'], settings=res['settings']), indent=1))
+    return out
+
+def _write_results(res:dict, out:Path) -> Path:
+    "Write the tables to `out`; if that fails after all (disk full, folder removed), to a new temporary folder."
+    try: return _write_tables(res, out)
+    except OSError as e:
+        copy = _write_tables(res, Path(tempfile.mkdtemp(prefix='gnnbatch-bench-')))
+        warnings.warn(f"cannot write the results to {out} ({e.strerror or e}); a copy is in {copy}", stacklevel=3)
+        return copy
 
 def load_batching_results(path:str|Path) -> dict:
     "Read the tables and machine written by `run_batching_benchmark`."

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/07d_compare.ipynb #bc905900
 from __future__ import annotations
-import json, time
+import json, tempfile, time, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -13,18 +13,19 @@ import matplotlib.pyplot as plt
 from ..graphs import GraphStore, random_split
 from ..batching.registry import ALGORITHMS
 from .steps import measure
-from .steps import measure_fresh
+from .steps import measure_fresh, measure_interleaved
 from dataclasses import dataclass, asdict, replace
 from tqdm.auto import tqdm
 from torch._inductor.runtime.cache_dir_utils import cache_dir as inductor_cache_dir
-from .costmodel import CostModel, ShapeProfile, cost_model_from_json
+from .costmodel import CostModel, ShapeProfile, cost_model_from_json, cost_model_to_json, verdict
 from .machine import machine_info
 from ..training.timers import compile_cache
 from ..data.datasets import train_indices
 
 # %% auto #0
-__all__ = ['DEFAULT_COMPILE_SAMPLE', 'STUDY_DEFAULTS', 'CompareSettings', 'compare', 'format_table', 'highlighted_pairs',
-           'plot_compare', 'save_compare', 'load_cost_model', 'recommend', 'load_compare']
+__all__ = ['DEFAULT_COMPILE_SAMPLE', 'STUDY_DEFAULTS', 'CompareSettings', 'tabulate', 'compare', 'fit_summary', 'format_fit',
+           'complete_table', 'tie_lines', 'format_table', 'highlighted_pairs', 'plot_compare', 'save_compare',
+           'load_cost_model', 'recommend', 'verdict_text', 'load_compare']
 
 # %% ../../nbs/07d_compare.ipynb #44edb322
 DEFAULT_COMPILE_SAMPLE = ('dynamic', 'static-64', 'static-2^N')
@@ -45,6 +46,7 @@ class CompareSettings:
     mode_samples:dict|None = None # mode -> algorithms to measure compiled in that mode (overrides `compile_sample`)
     cache_dir:str|None = None # inductor cache folder (default: inductor's own); reported cold or warm
     fresh:bool = True # run the compiled samples in a fresh Python process, as a training run would (`measure_fresh`)
+    interleave:bool = True # take the eager steps of the algorithms in rotation (`measure_interleaved`)
 
     def check(self):
         "Raise a clear error for an unknown algorithm or a missing eager mode."
@@ -68,9 +70,13 @@ def _run_jobs(store, model, batch_size, cfg:CompareSettings, jobs, idx, progress
     kw = lambda a, m, s, ms: dict(model=model, algorithm=a, batch_size=batch_size, mode=m, steps=s, max_shapes=ms,
                                   seed=cfg.seed, device=cfg.device, backend=cfg.backend, indices=idx)
     folder, runs = str(cfg.cache_dir or inductor_cache_dir()), []
+    eager = [j for j in jobs if j[1] == 'eager']
     with compile_cache(folder) as cache, tqdm(total=len(jobs), desc=f'compare {model}', disable=not progress) as bar:
+        if cfg.interleave and eager:        # the eager steps of all algorithms in rotation
+            runs += measure_interleaved(store, model, [j[0] for j in eager], batch_size, cfg.steps, seed=cfg.seed,
+                                        device=cfg.device, indices=idx); bar.update(len(eager))
         for j in jobs:
-            if j[1] != 'eager' and cfg.fresh: continue
+            if (j[1] == 'eager' and cfg.interleave) or (j[1] != 'eager' and cfg.fresh): continue
             runs.append(measure(store, **kw(*j))); bar.update()
         if cfg.fresh and len(jobs) > len(runs):    # the compiled samples, in order, in one new process, same cache
             bar.set_postfix_str('compiled samples in a fresh process')
@@ -79,6 +85,17 @@ def _run_jobs(store, model, batch_size, cfg:CompareSettings, jobs, idx, progress
     return runs, cache
 
 # %% ../../nbs/07d_compare.ipynb #9eab0451
+def tabulate(runs:list, # results of `measure` / `measure_interleaved` (`spec`, `records`, `summary`)
+             profiles:dict, # algorithm -> `ShapeProfile` of the training data
+             modes=('eager', 'compiled'), horizons=(100_000, 2_000_000),
+            ) -> tuple:
+    "(table, records, cost model): fit the model to the runs, give it their measured figures, tabulate every pair."
+    records = pd.concat([r['records'].assign(run=i, algorithm=r['spec']['algorithm'], mode=r['spec']['mode'])
+                         for i, r in enumerate(runs)], ignore_index=True)
+    cm = CostModel.fit(records)
+    cm.measured = _measured_figures(runs, profiles, cm)
+    return _table(runs, cm, profiles, modes, horizons), records, cm
+
 def compare(store:GraphStore, # the dataset
             model:str='schnet', batch_size:int=32, # the model and the batch size
             settings:CompareSettings|None=None, # what to measure (default: `CompareSettings()`)
@@ -89,82 +106,140 @@ def compare(store:GraphStore, # the dataset
     cfg = replace(settings or CompareSettings(), **overrides).check()
     idx, t_start = train_indices(store, indices), time.perf_counter()
     runs, cache = _run_jobs(store, model, batch_size, cfg, _jobs(cfg), idx, progress)
-    records = pd.concat([r['records'].assign(run=i, algorithm=r['spec']['algorithm'], mode=r['spec']['mode'])
-                         for i, r in enumerate(runs)], ignore_index=True)
-    cm = CostModel.fit(records)
     profiles = {a: ShapeProfile.simulate(store.sizes[idx], a, batch_size, epochs=cfg.epochs, seed=cfg.seed)
                 for a in cfg.algorithms}
-    settings = dict(dataset=store.name, model=model, batch_size=batch_size, steps=cfg.steps,
+    table, records, cm = tabulate(runs, profiles, cfg.modes, cfg.horizons)
+    settings = dict(dataset=store.name, graphs=len(idx), model=model, batch_size=batch_size, steps=cfg.steps,
                     compiled_steps=cfg.compiled_steps, modes=list(cfg.modes), compile_sample=list(cfg.compile_sample),
                     device=str(cfg.device), backend=cfg.backend, cache=cache, fresh=cfg.fresh,
-                    wall_s=time.perf_counter() - t_start)
-    return dict(table=_table(runs, cm, profiles, cfg.modes, cfg.horizons), records=records, model=cm, profiles=profiles,
-                machine=machine_info(), settings=settings)
+                    interleaved=cfg.interleave, fit=fit_summary(cm), wall_s=time.perf_counter() - t_start)
+    return dict(table=table, records=records, model=cm, profiles=profiles, machine=machine_info(), settings=settings)
 
 # %% ../../nbs/07d_compare.ipynb #6c12ecd3
+def _compile_per(run:dict, startup_s:float) -> float:
+    "Measured seconds per compilation of a run, less the start-up when it holds the process's first compilation."
+    s, rec = run['summary'], run['records']
+    first = 'first_compile' in rec and bool(rec.first_compile.astype(bool).any())
+    return max(s['compile_overhead_s'] - (startup_s if first else 0.0), 0.0) / s['compiles']
+
+def _measured_figures(runs, profiles:dict, cm:CostModel) -> dict:
+    "(algorithm, mode) -> its measured figures: step time (if the run met every shape of an epoch), compile cost."
+    out, nan = {}, float('nan')
+    for r in runs:
+        (a, m), s = (r['spec']['algorithm'], r['spec']['mode']), r['summary']
+        p = profiles[a]
+        full = m == 'eager' or s['shapes'] >= p.shapes_per_epoch       # a sampled run measured one shape only
+        out[(a, m)] = dict(mean_shape=np.asarray(p.mean_shape, float),
+                           step_s=s['steady_median'] if full else nan, step_lo_s=s['steady_lo'] if full else nan,
+                           step_hi_s=s['steady_hi'] if full else nan,
+                           compile_s=_compile_per(r, cm.startup_s) if s['compiles'] else nan)
+    return out
+
 def _row(a:str, m:str, p:ShapeProfile, s:dict|None, cm:CostModel, horizons) -> dict:
-    "The table row of algorithm `a` in mode `m`: from its run's summary `s` where there is one, else projected."
-    full = s is not None and (s['shapes'] >= p.shapes_per_epoch or m == 'eager')   # a sampled run measured one shape
+    "The table row of algorithm `a` in mode `m`: the figures `cm` uses (measured where measured), and the totals."
+    t, lo, hi, src = cm.step_time(p, m)
     got = lambda k, f=1e3: f*s[k] if s else float('nan')
-    compiled = bool(s and s['compiles'])
+    c_measured = np.isfinite(cm.measured.get((a, m), {}).get('compile_s', float('nan')))
     row = dict(algorithm=a, mode=m, node_eff=p.node_eff, edge_eff=p.edge_eff, shapes_per_epoch=p.shapes_per_epoch,
-               step_ms=1e3*s['steady_median'] if full else 1e3*float(cm.step[m](*p.mean_shape)),
-               step_src='measured' if full else 'projected', sample_step_ms=got('steady_median'),
-               mean_ms=got('mean'), compiles=got('compiles', 1),
-               compile_s=s['compile_overhead_s'] / s['compiles'] if compiled else cm.compile_s.get(m, 0.0),
-               compile_src='measured' if compiled or m == 'eager' else 'projected', batching_ms=got('batching_median'))
-    row['graphs_per_s'] = p.graphs_per_step / (row['step_ms'] / 1e3)
+               step_ms=1e3*t, step_lo_ms=1e3*lo, step_hi_ms=1e3*hi, step_src=src, sample_step_ms=got('steady_median'),
+               mean_ms=got('mean'), compiles=got('compiles', 1), compile_s=cm.compile_time(p, m),
+               compile_src='measured' if c_measured or m == 'eager' else 'projected',
+               batching_ms=got('batching_median'))
+    row['graphs_per_s'] = p.graphs_per_step / t
     for h in horizons:
         row[f'compiles_{int(h)}'] = float(cm.compiles(p, m, h)[0])
-        row[f'hours_{int(h)}'] = float(cm.total(p, m, h)[0]) / 3600
-    row['sampled'] = bool(s is not None and not full)
+        for b, k in (('estimate', 'hours'), ('low', 'lo_hours'), ('high', 'hi_hours')):
+            row[f'{k}_{int(h)}'] = float(cm.total(p, m, h, bound=b)[0]) / 3600
+    row['sampled'] = bool(s is not None and src == 'projected')
     return row
 
 def _table(runs, cm, profiles, modes, horizons) -> pd.DataFrame:
-    "One row per (algorithm, mode): measured figures where a run exists, projections elsewhere."
+    "One row per (algorithm, mode); per horizon the `best` estimate, the `winner` (clear of all others) and `tie`s."
     measured = {(r['spec']['algorithm'], r['spec']['mode']): r['summary'] for r in runs}
     t = pd.DataFrame([_row(a, m, p, measured.get((a, m)), cm, horizons) for m in modes for a, p in profiles.items()])
-    for h in horizons: t[f'winner_{int(h)}'] = t[f'hours_{int(h)}'] == t[f'hours_{int(h)}'].min()
+    for h in map(int, horizons):
+        t[f'best_{h}'], t[f'winner_{h}'], t[f'tie_{h}'] = verdict(t[f'hours_{h}'], t[f'lo_hours_{h}'],
+                                                                   t[f'hi_hours_{h}'])
     return t
+
+# %% ../../nbs/07d_compare.ipynb #16e17945
+def fit_summary(cm:CostModel) -> dict:
+    "Mode -> the fit's kind, shapes, in-sample and held-out errors, seconds per compilation (JSON-ready)."
+    return {m: dict(kind=sc.kind, shapes=sc.n_shapes, rel_err=sc.rel_err, heldout_err=sc.heldout_err,
+                    heldout_err95=sc.heldout_err95, heldout_n=sc.heldout_n, compile_s=float(cm.compile_s[m]))
+            for m, sc in cm.step.items()}
+
+def format_fit(fit:dict, # from `fit_summary` (or `settings['fit']` of a comparison)
+              ) -> str:
+    "One line per mode: the step-time fit and its error on held-out shapes."
+    pct = lambda x: '-' if not np.isfinite(x) else f"{100*x:.1f} %"
+    return '\n'.join(f"cost model, {m}: {'scaled from eager' if f['kind'] == 'scaled' else f['kind']}, "
+                     f"{f['shapes']} shapes; error on held-out shapes: median {pct(f['heldout_err'])}, "
+                     f"95th percentile {pct(f['heldout_err95'])} ({f['heldout_n']} held out; in-sample "
+                     f"{pct(f['rel_err'])})" for m, f in fit.items())
 
 # %% ../../nbs/07d_compare.ipynb #d420079b
 def _hours(x:float) -> str: return f"{x*3600:.0f} s" if x < 1/60 else (f"{x*60:.1f} min" if x < 1 else f"{x:.1f} h")
+
+def complete_table(t:pd.DataFrame) -> pd.DataFrame:
+    "A comparison table with the interval and verdict columns; tables saved before they existed get point values."
+    t = t.copy()
+    for a, b in (('step_lo_ms', 'step_ms'), ('step_hi_ms', 'step_ms')):
+        if a not in t: t[a] = t[b]
+    for h in (c[6:] for c in list(t.columns) if c.startswith('hours_')):
+        for k in ('lo_hours', 'hi_hours'):
+            if f'{k}_{h}' not in t: t[f'{k}_{h}'] = t[f'hours_{h}']
+        if f'best_{h}' not in t: t[f'best_{h}'] = t[f'winner_{h}']
+        if f'tie_{h}' not in t: t[f'tie_{h}'] = False
+    return t
 
 def _table_line(r, horizons) -> str:
     "One row of `format_table`."
     star = lambda src: '' if src == 'measured' else '*'
     comp = '-' if np.isnan(r.compiles) else f"{int(r.compiles)}{'~' if r.sampled else ''}"
     batch = format(r.batching_ms, '.2f') if np.isfinite(r.batching_ms) else '-'
+    ci = f"{r.step_lo_ms:.0f}-{r.step_hi_ms:.0f}"
     line = (f"{r.algorithm:<16}{r['mode']:<8}{r.node_eff:>9.3f}{r.shapes_per_epoch:>10.0f}{r.step_ms:>9.1f}"
-            f"{star(r.step_src):1}{batch:>9}{comp:>9}{r.compile_s:>9.1f}{star(r.compile_src):1}")
-    for k in horizons:
-        total = f"{_hours(r[f'hours_{int(k)}'])} ({r[f'compiles_{int(k)}']:.0f})"
-        line += f"{total:>16}{'<' if r[f'winner_{int(k)}'] else ' ':>2}"
+            f"{star(r.step_src):1}{ci:>10}{batch:>9}{comp:>9}{r.compile_s:>9.1f}{star(r.compile_src):1}")
+    for k in map(int, horizons):
+        total = f"{_hours(r[f'hours_{k}'])} ({r[f'compiles_{k}']:.0f})"
+        line += f"{total:>16}{'<' if r[f'winner_{k}'] else '=' if r[f'tie_{k}'] else ' ':>2}"
     return line
 
+def tie_lines(t:pd.DataFrame, horizons=(100_000, 2_000_000)) -> list:
+    "Per horizon without a clear winner: which pairs tie (their intervals overlap the best estimate's)."
+    t, name = complete_table(t), lambda r: f"{r.algorithm} / {r['mode']}"
+    return [f"at {k:,} steps no clear winner: {', '.join(name(r) for _, r in t[t[f'tie_{k}']].iterrows())} tie "
+            f"(best estimate {name(t[t[f'best_{k}']].iloc[0])}; 95 % intervals overlap)"
+            for k in map(int, horizons) if t[f'tie_{k}'].any()]
+
 def format_table(t:pd.DataFrame, horizons=(100_000, 2_000_000)) -> str:
-    "The comparison as text; `*` marks projected figures, `<` the winner of each horizon."
-    head = (f"{'algorithm':<16}{'mode':<8}{'node eff':>9}{'shapes/ep':>10}{'step ms':>10}{'batch ms':>9}{'compiles':>9}"
-            f"{'s/compile':>10}" + ''.join(f"{'total @' + format(k, ',d'):>18}" for k in horizons))
-    foot = ("* projected by the cost model; ~ a sample of the shapes was compiled; "
-            "total @ S: predicted time (compilations); < fastest")
-    return '\n'.join([head] + [_table_line(r, horizons) for _, r in t.iterrows()] + [foot])
+    "The comparison as text; `*` marks projected figures, `<` the clear winner of each horizon, `=` the ties."
+    t = complete_table(t)
+    head = (f"{'algorithm':<16}{'mode':<8}{'node eff':>9}{'shapes/ep':>10}{'step ms':>10}{'95 % ms':>10}{'batch ms':>9}"
+            f"{'compiles':>9}{'s/compile':>10}" + ''.join(f"{'total @' + format(k, ',d'):>18}" for k in horizons))
+    foot = ("* projected by the cost model; ~ a sample of the shapes was compiled; 95 % ms: interval of the step time; "
+            "total @ S: predicted time (compilations); < fastest beyond the intervals; = tie with the fastest")
+    return '\n'.join([head] + [_table_line(r, horizons) for _, r in t.iterrows()] + [foot] + tie_lines(t, horizons))
 
 # %% ../../nbs/07d_compare.ipynb #b4c68f23
 STUDY_DEFAULTS = (('dynamic', 'compiled'), ('static-64', 'compiled'))
 
 def highlighted_pairs(t:pd.DataFrame, # a `compare` table
                       defaults=STUDY_DEFAULTS) -> list: # (algorithm, mode) pairs always highlighted when present
-    "The (algorithm, mode) pairs worth a colour: the winner of each horizon, then `defaults`, without repeats."
-    wins = [tuple(t.loc[t[c], ['algorithm', 'mode']].iloc[0]) for c in t.columns if c.startswith('winner_')]
+    "The (algorithm, mode) pairs worth a colour: the best of each horizon, then `defaults`, without repeats."
+    t = complete_table(t)
+    wins = [tuple(t.loc[t[c], ['algorithm', 'mode']].iloc[0]) for c in t.columns if c.startswith('best_')]
     present = set(zip(t.algorithm, t['mode']))
     return list(dict.fromkeys(wins + [p for p in defaults if p in present]))
 
 def _roles(t:pd.DataFrame, pairs:list) -> dict:
-    "(algorithm, mode) -> why it is highlighted: 'fastest at 100,000', 'study default', ..."
-    r = {p: [] for p in pairs}
-    for c in (c for c in t.columns if c.startswith('winner_')):
-        r[tuple(t.loc[t[c], ['algorithm', 'mode']].iloc[0])].append(f"fastest at {int(c[7:]):,}")
+    "(algorithm, mode) -> why it is highlighted: 'fastest at 100,000', 'best of a tie at ...', 'study default'."
+    r, t = {p: [] for p in pairs}, complete_table(t)
+    for h in (int(c[5:]) for c in t.columns if c.startswith('best_')):
+        b = t[t[f'best_{h}']].iloc[0]
+        r[(b.algorithm, b['mode'])].append(f"fastest at {h:,}" if b[f'winner_{h}'] else
+                                           f"best of a {int(t[f'tie_{h}'].sum())}-way tie at {h:,}")
     for p in STUDY_DEFAULTS:
         if p in r: r[p].append('study default')
     return {p: ', '.join(v) for p, v in r.items()}
@@ -174,7 +249,7 @@ def _plot_totals(ax, res:dict, S, pairs:list):
     cm, profiles, t = res['model'], res['profiles'], res['table']
     colours, roles = dict(zip(pairs, plt.get_cmap('tab10').colors)), _roles(t, pairs)
     for a, m in zip(t.algorithm, t['mode']):
-        hi, win = (a, m) in colours, 'fastest' in roles.get((a, m), '')
+        hi, win = (a, m) in colours, ' at ' in roles.get((a, m), '')
         ax.plot(S, cm.total(profiles[a], m, S) / 3600, ls='-' if m == 'eager' else '--',
                 zorder=2 if win else 3 if hi else 1,
                 color=colours.get((a, m), '0.75'), lw=(4 if win else 1.8) if hi else 0.8,
@@ -190,29 +265,41 @@ def plot_compare(res:dict, path=None, max_steps:float=3e6):
     t = res['table']
     fig, axs = plt.subplots(1, 2, figsize=(11, 4))
     _plot_totals(axs[0], res, np.geomspace(10, max_steps, 200), highlighted_pairs(t))
-    axs[1].barh(t.algorithm + ' / ' + t['mode'], t.step_ms,
-                color=['#4c78a8' if s == 'measured' else '#bbbbbb' for s in t.step_src])
-    axs[1].set(xlabel='steady step time (ms); grey = projected', title=res['machine']['cpu'][:40])
+    t = complete_table(t)
+    axs[1].barh(t.algorithm + ' / ' + t['mode'], t.step_ms, xerr=[t.step_ms - t.step_lo_ms, t.step_hi_ms - t.step_ms],
+                color=['#4c78a8' if s == 'measured' else '#bbbbbb' for s in t.step_src], error_kw=dict(lw=0.8))
+    axs[1].set(xlabel='steady step time (ms), 95 % interval; grey = projected', title=res['machine']['cpu'][:40])
     axs[1].tick_params(axis='y', labelsize=7)
     fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=110); plt.close(fig)
     return fig
 
 # %% ../../nbs/07d_compare.ipynb #e9d83089
-def save_compare(res:dict, out) -> dict:
-    "Write `compare.csv`, `steps.csv`, `compare.json` (settings, machine, model), `compare.png` to `out`; their paths."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+def _write_compare(res:dict, out:Path) -> dict:
+    "Write the four files of a comparison to `out`; their paths."
+    out.mkdir(parents=True, exist_ok=True)
     paths = dict(table=out/'compare.csv', steps=out/'steps.csv', json=out/'compare.json', plot=out/'compare.png')
     res['table'].to_csv(paths['table'], index=False)
     res['records'].to_csv(paths['steps'], index=False)
-    cm = res['model']
-    fits = {m: dict(coef=[float(c) for c in cm.step[m].coef], kind=cm.step[m].kind, compile_s=cm.compile_s[m],
-                    rel_err=cm.step[m].rel_err, n_shapes=cm.step[m].n_shapes) for m in cm.step}
-    info = dict(settings=res['settings'], machine=res['machine'], cost_model=fits,
-                startup_s=cm.startup_s, dynamic_compiles=cm.dynamic_compiles)
+    info = dict(settings=res['settings'], machine=res['machine'], **cost_model_to_json(res['model']))
     paths['json'].write_text(json.dumps(info, indent=1, default=float))
     plot_compare(res, paths['plot'])
     return {k: str(v) for k, v in paths.items()}
+
+def save_compare(res:dict, # a `compare` result
+                 out, # the results folder
+                ) -> dict:
+    "Write `compare.csv`, `steps.csv`, `compare.json`, `compare.png` to `out` (else to a new temporary folder, `note`)."
+    try: return _write_compare(res, Path(out))
+    except OSError as e: why = f"could not write to {out} ({e.strerror or e})"
+    spare = Path(tempfile.mkdtemp(prefix='gnnbatch-compare-'))
+    try: paths = _write_compare(res, spare)
+    except OSError as e:
+        note = f"{why}, nor to {spare} ({e.strerror or e}): nothing was saved, the table printed is all there is"
+        warnings.warn(note); return dict(note=note)
+    note = f"{why}; a copy of the results went to {spare}"
+    warnings.warn(note)
+    return dict(paths, note=note)
 
 # %% ../../nbs/07d_compare.ipynb #05ee75df
 def load_cost_model(folder) -> tuple:
@@ -233,7 +320,16 @@ def recommend(cost_model:CostModel, # fitted, e.g. `compare(...)['model']` or `l
         a, b = rank.iloc[0], rank.iloc[1]
         be = cost_model.break_even(profiles[a.algorithm], a['mode'], profiles[b.algorithm], b['mode'])
         rank.attrs['break_even'] = be
+    rank.attrs['verdict'] = verdict_text(rank)
     return rank
+
+def verdict_text(rank:pd.DataFrame, # a ranking from `recommend` (columns `winner`, `tie`)
+                ) -> str:
+    "The ranking's verdict in words: the clear winner, or the pairs that tie."
+    name = lambda r: f"{r.algorithm} / {r['mode']}"
+    if rank.winner.any(): return f"winner: {name(rank[rank.winner].iloc[0])} (clear of every other pair's interval)"
+    tied = ', '.join(name(r) for _, r in rank[rank.tie].iterrows())
+    return f"no clear winner: {tied} tie (95 % intervals overlap; best estimate {name(rank.iloc[0])})"
 
 # %% ../../nbs/07d_compare.ipynb #d4840291
 def load_compare(folder, # written by `save_compare`
@@ -241,7 +337,7 @@ def load_compare(folder, # written by `save_compare`
                  epochs:int=3, seed:int=0) -> dict:
     "A saved comparison as `compare` returns it (`table`, `model`, `profiles`, `settings`, `machine`), without records."
     cm, info = load_cost_model(folder)
-    t = pd.read_csv(Path(folder)/'compare.csv')
+    t = complete_table(pd.read_csv(Path(folder)/'compare.csv'))
     sizes = store.sizes[train_indices(store, None)]
     B = info['settings']['batch_size']
     profiles = {a: ShapeProfile.simulate(sizes, a, B, epochs=epochs, seed=seed) for a in t.algorithm.unique()}

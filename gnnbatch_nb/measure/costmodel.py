@@ -12,8 +12,8 @@ from ..sizes import GraphSizes
 from ..batching.registry import make_plan
 
 # %% auto #0
-__all__ = ['FEATURES', 'steady_shapes', 'StepCost', 'fit_step_cost', 'compile_cost', 'ShapeProfile', 'CostModel',
-           'cost_model_from_json']
+__all__ = ['FEATURES', 'steady_shapes', 'StepCost', 'fit_step_cost', 'heldout_errors', 'compile_cost', 'ShapeProfile', 'verdict',
+           'CostModel', 'cost_model_to_json', 'cost_model_from_json']
 
 # %% ../../nbs/07c_costmodel.ipynb #a225e911
 FEATURES = ('N', 'E', 'G')
@@ -31,13 +31,17 @@ class StepCost:
     coef: np.ndarray            # (a, b, c, d)
     kind: str = 'fit'           # 'fit' (least squares), 'scaled' (a reference times a factor), 'few' (under-determined)
     n_shapes: int = 0           # distinct shapes it was fitted on
-    rel_err: float = float('nan')  # median relative error on those shapes
+    rel_err: float = float('nan')  # median relative error on those shapes (in-sample)
+    heldout_err: float = float('nan')    # median |relative error| on held-out shapes (`heldout_errors`)
+    heldout_err95: float = float('nan')  # its 95th percentile: the half-width of a projection's interval
+    heldout_n: int = 0                   # shapes held out
     def __call__(self, N, E, G) -> np.ndarray:
         return self.coef[0] + self.coef[1]*np.asarray(N) + self.coef[2]*np.asarray(E) + self.coef[3]*np.asarray(G)
     def __repr__(self):
         a, b, c, d = self.coef
         return (f"StepCost({self.kind}: {1e3*a:.2f} ms + {1e6*b:.2f} µs·N + {1e6*c:.3f} µs·E + {1e6*d:.2f} µs·G; "
-                f"{self.n_shapes} shapes, median error {100*self.rel_err:.1f} %)")
+                f"{self.n_shapes} shapes, median error {100*self.rel_err:.1f} %, held out "
+                f"{100*self.heldout_err:.1f} % (95 %: {100*self.heldout_err95:.1f} %))")
 
 def fit_step_cost(records:pd.DataFrame, # per-step records of one model, machine and compile mode
                   reference:StepCost|None=None, # used (scaled) when there are fewer than `min_shapes` shapes
@@ -56,6 +60,26 @@ def fit_step_cost(records:pd.DataFrame, # per-step records of one model, machine
         out = StepCost(coef * np.r_[1, 1e-3, 1e-3, 1e-3], 'fit' if len(s) >= min_shapes else 'few', len(s))
     out.rel_err = float(np.median(np.abs(out(s.N, s.E, s.G) / s.t - 1)))
     return out
+
+# %% ../../nbs/07c_costmodel.ipynb #83bea038
+def heldout_errors(records:pd.DataFrame, # per-step records of one compile mode
+                   reference:StepCost|None=None, min_shapes:int=6, # as in `fit_step_cost`
+                  ) -> np.ndarray:
+    "Relative error `[n_shapes]` of each steady shape's median step, predicted by a fit to the other shapes."
+    r = records[(records.compiles == 0) & (records.step > 0)]
+    s = steady_shapes(records)
+    if len(s) < 2: return np.array([])
+    errs = []
+    for row in s.itertuples():
+        rest = r[~((r.N == row.N) & (r.E == row.E) & (r.G == row.G))]
+        errs.append(float(fit_step_cost(rest, reference, min_shapes)(row.N, row.E, row.G)) / row.t - 1)
+    return np.array(errs)
+
+def _set_heldout(sc:StepCost, errs:np.ndarray):
+    "Store the held-out errors' median and 95th percentile in `sc`."
+    a = np.abs(errs)
+    sc.heldout_n = len(a)
+    sc.heldout_err, sc.heldout_err95 = (float(np.median(a)), float(np.quantile(a, 0.95))) if len(a) else (np.nan,) * 2
 
 # %% ../../nbs/07c_costmodel.ipynb #31c7a701
 def compile_cost(records:pd.DataFrame, # per-step records with compile steps
@@ -127,6 +151,19 @@ def _profile_from_draws(draws:np.ndarray, algorithm='synthetic') -> ShapeProfile
     return ShapeProfile(algorithm, 0, S.mean(0), np.sort(first), len(S), int((counts == 1).sum()),
                         int((counts == 2).sum()), 1.0, 1.0, float(len(S)))
 
+# %% ../../nbs/07c_costmodel.ipynb #2ac5abd9
+def verdict(est, # estimated totals `[n]`
+            lo, hi, # their intervals' ends `[n]`
+           ) -> tuple:
+    "Boolean arrays `[n]` (best, winner, tie): the lowest estimate; it, if clear of all others; the pairs tying."
+    est, lo, hi = (np.asarray(v, float) for v in (est, lo, hi))
+    if len(est) == 0: raise ValueError("verdict needs at least one total")
+    if ((lo > est) | (hi < est)).any(): raise ValueError("every estimate must lie within its interval [lo, hi]")
+    b = int(np.argmin(est))
+    best, others = np.arange(len(est)) == b, np.arange(len(est)) != b
+    clear = not others.any() or bool(hi[b] < lo[others].min())
+    return best, best & clear, (lo <= hi[b]) & (not clear)
+
 # %% ../../nbs/07c_costmodel.ipynb #e7fe6cae
 @dataclass
 class CostModel:
@@ -136,6 +173,20 @@ class CostModel:
     dynamic_compiles: float = 1.0           # compilations of a `dynamic=True` run
     info: dict = field(default_factory=dict)
     startup_s: float = 0.0                  # extra seconds of a fresh process's first compilation
+    measured: dict = field(default_factory=dict)  # (algorithm, mode) -> figures measured for that pair (`07d_compare`)
+
+    def _measured(self, profile:ShapeProfile, mode:str) -> dict|None:
+        "The measured figures of (algorithm, mode), if they were measured on this very profile (same mean shape)."
+        got = self.measured.get((profile.algorithm, mode))
+        if got is None or not np.allclose(got['mean_shape'], profile.mean_shape, rtol=1e-9): return None
+        return got
+
+    def _halfwidth(self, mode:str) -> float:
+        "Relative half-width of a projected step time: the held-out 95 % error (the reference mode's, the in-sample)."
+        sc = self.step[mode]
+        for e in (sc.heldout_err95, getattr(self.step.get('eager'), 'heldout_err95', np.nan), sc.rel_err):
+            if np.isfinite(e): return float(e)
+        return 0.0
 
     @classmethod
     def fit(cls, records:pd.DataFrame, # per-step records with a `mode` column (one model, one machine)
@@ -146,10 +197,13 @@ class CostModel:
         step, comp, info, dyn, startup = {}, {}, {}, 1.0, 0.0
         for m in modes:
             r = records[records['mode'] == m]
-            step[m] = fit_step_cost(r, reference=step.get(reference_mode))
+            ref = step.get(reference_mode)
+            step[m] = fit_step_cost(r, reference=ref)
+            _set_heldout(step[m], heldout_errors(r, ref))
             comp[m], n, s0 = compile_cost(r, step[m]) if m != 'eager' else (0.0, 0, float('nan'))
             if np.isfinite(s0): startup = s0
-            info[m] = dict(shapes=step[m].n_shapes, kind=step[m].kind, rel_err=step[m].rel_err, compiles_measured=n)
+            info[m] = dict(shapes=step[m].n_shapes, kind=step[m].kind, rel_err=step[m].rel_err, compiles_measured=n,
+                           heldout_err=step[m].heldout_err, heldout_err95=step[m].heldout_err95)
             if m == 'compiled-dynamic' and 'run' in r: dyn = float(r.groupby('run').compiles.sum().mean())
         return cls(step, comp, dyn, info, startup)
 
@@ -160,18 +214,32 @@ class CostModel:
         if mode == 'compiled-dynamic': return np.minimum(self.dynamic_compiles, profile.distinct(steps))
         return profile.distinct(steps)
 
-    def total(self, profile:ShapeProfile, mode:str, steps,
-              fresh:bool=True, # the run starts in a fresh process (its first compilation pays `startup_s`)
-             ) -> np.ndarray:
-        "Predicted seconds for the first `steps` steps."
+    def step_time(self, profile:ShapeProfile, mode:str) -> tuple:
+        "(seconds, low, high, 'measured' or 'projected') of a step: measured for a measured pair, else the fit."
         if mode not in self.step:
             raise KeyError(f"no measurements for mode {mode!r}; the model knows {list(self.step)}")
+        got = self._measured(profile, mode)
+        if got is not None and np.isfinite(got.get('step_s', np.nan)):
+            return got['step_s'], got['step_lo_s'], got['step_hi_s'], 'measured'
+        t, e = float(self.step[mode](*profile.mean_shape)), self._halfwidth(mode)
+        return t, t * (1 - e), t * (1 + e), 'projected'
+
+    def compile_time(self, profile:ShapeProfile, mode:str) -> float:
+        "Seconds per compilation: measured for a measured pair, else the mode's (0 if unknown)."
+        got = self._measured(profile, mode) or {}
+        c = got.get('compile_s', np.nan)
+        c = c if np.isfinite(c) else self.compile_s.get(mode, 0.0)
+        return float(c) if np.isfinite(c) else 0.0
+
+    def total(self, profile:ShapeProfile, mode:str, steps,
+              fresh:bool=True, # the run starts in a fresh process (its first compilation pays `startup_s`)
+              bound:str='estimate', # 'estimate', or the step time's interval: 'low', 'high'
+             ) -> np.ndarray:
+        "Predicted seconds for the first `steps` steps."
         steps = np.atleast_1d(np.asarray(steps, float))
-        per = float(self.step[mode](*profile.mean_shape))
-        c = self.compile_s[mode]
-        c = 0.0 if not np.isfinite(c) else c
+        per = dict(zip(('estimate', 'low', 'high'), self.step_time(profile, mode)[:3]))[bound]
         k = self.compiles(profile, mode, steps)
-        return steps * per + k * c + (k > 0) * (self.startup_s if fresh else 0.0)
+        return steps * per + k * self.compile_time(profile, mode) + (k > 0) * (self.startup_s if fresh else 0.0)
 
     def predict(self, profiles:dict, # algorithm -> ShapeProfile
                 steps=(100_000, 2_000_000), modes=None) -> pd.DataFrame:
@@ -179,8 +247,7 @@ class CostModel:
         rows = []
         for a, p in profiles.items():
             for m in (modes or self.step):
-                r = dict(algorithm=a, mode=m, step_ms=1e3*float(self.step[m](*p.mean_shape)),
-                         compile_s=self.compile_s[m])
+                r = dict(algorithm=a, mode=m, step_ms=1e3*self.step_time(p, m)[0], compile_s=self.compile_time(p, m))
                 for s in steps:
                     r[f'compiles@{int(s)}'] = float(self.compiles(p, m, s)[0])
                     r[f'hours@{int(s)}'] = float(self.total(p, m, s)[0]) / 3600
@@ -196,18 +263,36 @@ class CostModel:
         return 0.0 if len(bad) == 0 else float(grid[bad[-1] + 1])
 
     def recommend(self, profiles:dict, steps:float, modes=None) -> pd.DataFrame:
-        "Every (algorithm, mode) ranked by predicted total time for `steps` steps."
-        rows = [dict(algorithm=a, mode=m, total_h=float(self.total(p, m, steps)[0]) / 3600,
-                     step_ms=1e3*float(self.step[m](*p.mean_shape)), compiles=float(self.compiles(p, m, steps)[0]))
-                for a, p in profiles.items() for m in (modes or self.step)]
+        "Every (algorithm, mode) ranked by predicted total time for `steps` steps, with `verdict`'s flags."
+        rows = []
+        for a, p in profiles.items():
+            for m in (modes or self.step):
+                t = {b: float(self.total(p, m, steps, bound=b)[0]) / 3600 for b in ('estimate', 'low', 'high')}
+                rows.append(dict(algorithm=a, mode=m, total_h=t['estimate'], total_lo_h=t['low'], total_hi_h=t['high'],
+                                 step_ms=1e3*self.step_time(p, m)[0], step_src=self.step_time(p, m)[3],
+                                 compiles=float(self.compiles(p, m, steps)[0])))
         df = pd.DataFrame(rows).sort_values('total_h').reset_index(drop=True)
         df['vs_best'] = df.total_h / df.total_h.iloc[0]
+        df['best'], df['winner'], df['tie'] = verdict(df.total_h, df.total_lo_h, df.total_hi_h)
         return df
 
 # %% ../../nbs/07c_costmodel.ipynb #2475538e
+def cost_model_to_json(cm:CostModel) -> dict:
+    "What `compare.json` stores of `cm`: per-mode fits, start-up, `dynamic=True` compilations, measured pairs."
+    keys = ('kind', 'n_shapes', 'rel_err', 'heldout_err', 'heldout_err95', 'heldout_n')
+    fits = {m: dict(coef=[float(c) for c in sc.coef], compile_s=float(cm.compile_s[m]),
+                    **{k: getattr(sc, k) for k in keys}) for m, sc in cm.step.items()}
+    measured = [dict(algorithm=a, mode=m, **{k: [float(x) for x in v] if k == 'mean_shape' else float(v)
+                                              for k, v in d.items()}) for (a, m), d in cm.measured.items()]
+    return dict(cost_model=fits, startup_s=float(cm.startup_s), dynamic_compiles=float(cm.dynamic_compiles),
+                measured=measured)
+
 def cost_model_from_json(info:dict) -> CostModel:
-    "The `CostModel` stored in a `compare.json` dict (older files have no start-up figure: 0 s)."
-    fits = info['cost_model']
-    step = {m: StepCost(np.array(v['coef']), v['kind'], v['n_shapes'], v['rel_err']) for m, v in fits.items()}
-    return CostModel(step, {m: v['compile_s'] for m, v in fits.items()},
+    "The `CostModel` stored in a `compare.json` dict (older files: no start-up (0 s), held-out errors, measured pairs)."
+    nan, fits = float('nan'), info['cost_model']
+    step = {m: StepCost(np.array(v['coef']), v['kind'], v['n_shapes'], v['rel_err'], v.get('heldout_err', nan),
+                        v.get('heldout_err95', nan), v.get('heldout_n', 0)) for m, v in fits.items()}
+    measured = {(d['algorithm'], d['mode']): {k: np.array(v) if k == 'mean_shape' else v for k, v in d.items()
+                                              if k not in ('algorithm', 'mode')} for d in info.get('measured', [])}
+    return CostModel(step, {m: v['compile_s'] for m, v in fits.items()}, measured=measured,
                      dynamic_compiles=info.get('dynamic_compiles', 1.0), startup_s=info.get('startup_s', 0.0))

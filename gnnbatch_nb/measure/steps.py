@@ -20,7 +20,8 @@ from ..models.registry import masked_mse, make_model, dataset_species
 from .machine import machine_info, in_fresh_process
 
 # %% auto #0
-__all__ = ['plan_stream', 'measure', 'summarise', 'measure_fresh', 'from_pyg', 'PyGEdges', 'pyg_schnet', 'measure_pyg']
+__all__ = ['plan_stream', 'measure', 'median_ci', 'summarise', 'rotation', 'measure_interleaved', 'measure_fresh', 'from_pyg',
+           'PyGEdges', 'pyg_schnet', 'measure_pyg']
 
 # %% ../../nbs/07b_measure.ipynb #57d603f7
 def plan_stream(store:GraphStore, # the dataset
@@ -62,24 +63,26 @@ def _dynamo_counts() -> tuple:
     return (torch._dynamo.utils.counters['stats']['unique_graphs'],
             torch._dynamo.utils.calculate_time_spent().get('total_wall_time', 0.0))
 
-def _timed_steps(run:dict, # from `_train_setup`
-                 fwd, # the (compiled) forward: `PaddedBatch` -> predictions `[G]`
-                 next_batch, # () -> the next `PaddedBatch`, on `device`
-                 steps:int, device) -> pd.DataFrame:
-    "Per-step records: padded and real shape, batching and update seconds, compilations, loss."
-    rows, clock = [], time.perf_counter
-    for s in range(steps):
-        (g0, c0), t0 = _dynamo_counts(), clock()
-        b = next_batch()
-        sync(device); t1 = clock()
-        loss = masked_mse(fwd(b), b, run['mean'], run['std'])
-        run['opt'].zero_grad(set_to_none=True); loss.backward(); run['opt'].step()
-        sync(device); t2 = clock()
-        g1, c1 = _dynamo_counts()
-        rows.append(dict(step=s, **dict(zip('NEG', b.shape)), **dict(zip('neg', b.n_real)), batching_s=t1 - t0,
-                         update_s=t2 - t0, compiles=g1 - g0, first_compile=bool(g0 == 0 and g1 > g0),
-                         compile_s=c1 - c0, loss=float(loss.detach())))
-    return pd.DataFrame(rows)
+def _timed_step(run:dict, # from `_train_setup`
+                fwd, # the (compiled) forward: `PaddedBatch` -> predictions `[G]`
+                next_batch, # () -> the next `PaddedBatch`, on `device`
+                step:int, device) -> dict:
+    "One timed training step: padded and real shape, batching and update seconds, compilations, loss."
+    clock = time.perf_counter
+    (g0, c0), t0 = _dynamo_counts(), clock()
+    b = next_batch()
+    sync(device); t1 = clock()
+    loss = masked_mse(fwd(b), b, run['mean'], run['std'])
+    run['opt'].zero_grad(set_to_none=True); loss.backward(); run['opt'].step()
+    sync(device); t2 = clock()
+    g1, c1 = _dynamo_counts()
+    return dict(step=step, **dict(zip('NEG', b.shape)), **dict(zip('neg', b.n_real)), batching_s=t1 - t0,
+                update_s=t2 - t0, compiles=g1 - g0, first_compile=bool(g0 == 0 and g1 > g0),
+                compile_s=c1 - c0, loss=float(loss.detach()))
+
+def _timed_steps(run:dict, fwd, next_batch, steps:int, device) -> pd.DataFrame:
+    "Per-step records of `steps` consecutive `_timed_step`s."
+    return pd.DataFrame([_timed_step(run, fwd, next_batch, s, device) for s in range(steps)])
 
 def _spec(store, model, algorithm, batch_size, mode, backend, steps, max_shapes, seed, device) -> dict:
     return dict(dataset=store.name, model=model, algorithm=algorithm, batch_size=batch_size, mode=mode, backend=backend,
@@ -112,18 +115,34 @@ def measure(store:GraphStore, # the dataset
     spec = _spec(store, model, algorithm, batch_size, mode, backend, steps, max_shapes, seed, device)
     return dict(spec=spec, records=rec, summary=summarise(rec, cc.final), machine=machine_info())
 
+# %% ../../nbs/07b_measure.ipynb #0ea2d5d2
+def median_ci(x, # measurements `[n]`, e.g. steady step seconds
+              level:float=0.95, # coverage of the interval
+              n_boot:int=2000, # bootstrap resamples
+              seed:int=0, # the resampling is seeded: the same `x` gives the same interval
+             ) -> tuple:
+    "(low, high): the percentile bootstrap interval of the median of `x` (both the median itself for one value)."
+    x = np.asarray(x, float)
+    if x.ndim != 1 or len(x) == 0 or not np.isfinite(x).all():
+        raise ValueError(f"median_ci needs a non-empty 1-D array of finite values, got shape {x.shape}")
+    if not 0 < level < 1: raise ValueError(f"level must lie between 0 and 1, got {level}")
+    draws = x[np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))]
+    lo, hi = np.quantile(np.median(draws, axis=1), [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
 # %% ../../nbs/07b_measure.ipynb #a6468b8a
 def summarise(rec:pd.DataFrame, # per-step records from `measure`
               counters:dict|None=None, # `CompileCounter` deltas of the whole run
              ) -> dict:
-    "Steady-state, first-step, compile and batching figures of a measured run (seconds)."
+    "Steady-state (median and its 95 % interval), first-step, compile and batching figures of a run (seconds)."
     steady = rec[(rec.compiles == 0) & (rec.step > 0)]
     if len(steady) == 0: raise ValueError("no steady step: every step compiled (or only one step); measure more steps")
     med = float(steady.update_s.median())
+    lo, hi = median_ci(steady.update_s.to_numpy())
     comp = rec[rec.compiles > 0]
     c = counters or {}
     return dict(steps=len(rec), steady_steps=len(steady),
-                steady_median=med, steady_mean=float(steady.update_s.mean()),
+                steady_median=med, steady_lo=lo, steady_hi=hi, steady_mean=float(steady.update_s.mean()),
                 mean=float(rec.update_s.mean()), first_step=float(rec.update_s.iloc[0]),
                 batching_median=float(rec.batching_s.median()), batching_mean=float(rec.batching_s.mean()),
                 compiles=int(rec.compiles.sum()), compile_steps=len(comp), compile_s=float(rec.compile_s.sum()),
@@ -132,6 +151,40 @@ def summarise(rec:pd.DataFrame, # per-step records from `measure`
                 graphs_per_s=float(rec.g.mean() / med),
                 node_eff=float(rec.n.sum() / rec.N.sum()), edge_eff=float(rec.e.sum() / max(rec.E.sum(), 1)),
                 graph_breaks=c.get('frames_total', 0) - c.get('frames_ok', 0))
+
+# %% ../../nbs/07b_measure.ipynb #544c8290
+def rotation(n_runs:int, # runs taken in turn
+             rounds:int, # steps of each run
+            ) -> list:
+    "Run index of each step in order: round `r` is runs `r, r+1, ..., r-1 (mod n_runs)`, one step each."
+    if n_runs < 1 or rounds < 1: raise ValueError(f"rotation needs n_runs >= 1 and rounds >= 1, got {n_runs}, {rounds}")
+    return [(r + i) % n_runs for r in range(rounds) for i in range(n_runs)]
+
+# %% ../../nbs/07b_measure.ipynb #ccbebc53
+def measure_interleaved(store:GraphStore, # the dataset
+                        model:str='schnet', # 'schnet', 'mpeu' or 'painn'
+                        algorithms=('dynamic', 'static-64'), # one eager run each, taken in rotation
+                        batch_size:int=32, steps:int=10, # steps of each run (the first is the warm-up)
+                        seed:int=0, device='cpu', lr:float=1e-4,
+                        indices=None, target:str|None=None, model_kwargs:dict|None=None,
+                        **kwargs) -> list: # passed to `make_plan`
+    "Eager runs whose steps are taken in rotation (`rotation`); one result per algorithm, as `measure` returns."
+    if steps < 2: raise ValueError(f"steps must be >= 2 (the first step is reported on its own), got {steps}")
+    device, algorithms = torch.device(device), list(algorithms)
+    runs, feeds, rows = [], [], [[] for _ in algorithms]
+    for a in algorithms:        # each run: the same seeded model, its own optimiser and batches
+        run = _train_setup(store, model, seed, device, lr, indices, target, model_kwargs); run['net'].train()
+        stream = plan_stream(store, a, batch_size, run['idx'], seed=seed, **kwargs)
+        runs.append(run); feeds.append(lambda s=stream, t=run['target']: collate(store, *next(s), t).to(device))
+    for seq, i in enumerate(rotation(len(algorithms), steps)):
+        row = _timed_step(runs[i], runs[i]['net'], feeds[i], len(rows[i]), device)
+        rows[i].append(dict(row, seq=seq))
+    res = []
+    for a, r in zip(algorithms, rows):
+        rec = pd.DataFrame(r)
+        spec = _spec(store, model, a, batch_size, 'eager', '', steps, None, seed, device)
+        res.append(dict(spec=dict(spec, interleaved=True), records=rec, summary=summarise(rec), machine=machine_info()))
+    return res
 
 # %% ../../nbs/07b_measure.ipynb #6c19ed05
 def _measure_jobs(source, cache, jobs) -> list:

@@ -5,17 +5,28 @@
 # %% ../../nbs/05b_mpeu.ipynb #7ad2ae15
 from __future__ import annotations
 import torch
+import torch.nn.functional as F
 from torch import nn, Tensor
 from ..loading import PaddedBatch
-from .schnet import (QM9_SPECIES, DistanceModel, MeanReadout, mlp, aggregate_mean,
+from .schnet import (QM9_SPECIES, DistanceModel, MeanReadout, Edges, mlp, aggregate_mean,
                                        n_params)
 
 # %% auto #0
-__all__ = ['MPEUStep', 'MPEU']
+__all__ = ['edge_input_layer', 'MPEUStep', 'MPEU']
 
 # %% ../../nbs/05b_mpeu.ipynb #2249f16a
+def edge_input_layer(lin:nn.Linear, # the edge MLP's first layer, `[2C + n_in] -> [2C]`
+                     h:Tensor, # node features, `[N, C]`
+                     e:Tensor, # edge features, `[E, n_in]`
+                     edges:Edges) -> Tensor:
+    "`lin(cat([h[src], h[dst], e]))`, `[E, 2C]`, from per-node products gathered to the edges (no concatenation)."
+    C = h.shape[1]
+    w = lin.weight
+    out = F.linear(h, w[:, :C])[edges.src] + F.linear(h, w[:, C:2*C])[edges.dst] + F.linear(e, w[:, 2*C:])
+    return out if lin.bias is None else out + lin.bias
+
 class MPEUStep(nn.Module):
-    "One MPEU step: edge update from (sender, receiver, edge), message, mean over real incoming edges, residual update."
+    "One MPEU step: edge update from (sender, receiver, edge), message, mean over incoming edges, residual update."
     def __init__(self, n_feat:int=64, # C
                  n_edge_in:int=64): # edge features coming in (150 in the first step)
         super().__init__()
@@ -25,18 +36,18 @@ class MPEUStep(nn.Module):
         self.update = mlp(n_feat, [n_feat, n_feat])
     def forward(self, h:Tensor, # node features, `[N, C]`
                 e:Tensor, # edge features, `[E, n_edge_in]`
-                batch:PaddedBatch) -> tuple:
+                edges:Edges) -> tuple: # `batch_edges` of the batch
         "New node features `[N, C]` and edge features `[E, C]`."
-        src, dst = batch.edge_index
-        e = self.edge(torch.cat([h[src], h[dst], e], -1))
-        m = self.filter(e) * self.lin(h)[src]
-        return h + self.update(aggregate_mean(m, batch)), e
+        e = edge_input_layer(self.edge[0], h, e, edges)
+        for layer in list(self.edge)[1:]: e = layer(e)
+        m = self.filter(e) * self.lin(h)[edges.src]
+        return h + self.update(aggregate_mean(m, edges)), e
 
 class MPEU(DistanceModel):
     "The study's MPEU: species embedding, `n_steps` edge-updating steps with own weights, mean readout: `[G]`."
     blocks_name = 'steps'
     def make_block(self, i, n_feat, k_max): return MPEUStep(n_feat, k_max if i == 0 else n_feat)
     def forward(self, batch:PaddedBatch) -> Tensor:
-        h, e = self.encode(batch)
-        for step in self.steps: h, e = step(h, e, batch)
+        h, e, edges = self.encode(batch)
+        for step in self.steps: h, e = step(h, e, edges)
         return self.readout(h, batch)

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from ..loading import PaddedBatch
-from .schnet import (QM9_SPECIES, SpeciesEmbedding, MeanReadout,
-    mlp, safe_norm, segment_mean, n_params)
+from .schnet import (QM9_SPECIES, SpeciesEmbedding, MeanReadout, Edges,
+    mlp, safe_norm, batch_edges, aggregate_sum, aggregate_mean, n_params)
 
 # %% auto #0
-__all__ = ['cosine_cutoff', 'sinc_rbf', 'masked_sum', 'PaiNNMessage', 'PaiNNUpdate', 'PaiNN', 'random_rotation']
+__all__ = ['cosine_cutoff', 'sinc_rbf', 'PaiNNMessage', 'PaiNNUpdate', 'PaiNN', 'random_rotation']
 
 # %% ../../nbs/05c_painn.ipynb #241a0db0
 def cosine_cutoff(d:Tensor, # distances, `[E]`
@@ -28,17 +28,8 @@ def sinc_rbf(d:Tensor, # distances (already clamped away from 0), `[E]`
     return torch.sin(d[:, None]*n*(math.pi/cutoff)) / d[:, None]
 
 # %% ../../nbs/05c_painn.ipynb #6f3bfdc0
-def masked_sum(x:Tensor, # per-edge values, `[E, ...]`
-               index:Tensor, # receiver of each edge, `[E]`
-               num_segments:int, # N
-               mask:Tensor, # real edges, `[E]`
-              ) -> Tensor:
-    "Sum of the real rows of `x` per segment, `[N, ...]`."
-    x = torch.where(mask.view(-1, *([1]*(x.dim() - 1))), x, torch.zeros_like(x))
-    return x.new_zeros((num_segments,) + x.shape[1:]).index_add(0, index, x)
-
 class PaiNNMessage(nn.Module):
-    "PaiNN message block: filtered scalar and vector messages per sender, summed (or averaged) over real in-edges."
+    "PaiNN message block: filtered scalar and vector messages per sender, summed (or averaged) over in-edges."
     def __init__(self, n_feat:int=256, # F
                  n_rbf:int=20, # radial basis functions
                  aggregation:str='sum'): # 'sum' (original) or 'mean'
@@ -49,19 +40,17 @@ class PaiNNMessage(nn.Module):
         self.phi = mlp(n_feat, [n_feat, 3*n_feat], bias=True, act=nn.SiLU)
         self.filter = nn.Linear(n_rbf, 3*n_feat)
     def forward(self, s:Tensor, # scalars, `[N, F]`
-                v:Tensor, # vectors, `[N, 3, F]`
+                v:Tensor|None, # vectors, `[N, 3, F]`; None when they are all 0 (the first block)
                 rbf:Tensor, # radial basis, `[E, n_rbf]`
                 fc:Tensor, # cutoff times edge mask, `[E]`
                 unit:Tensor, # edge directions, `[E, 3]`
-                batch:PaddedBatch) -> tuple:
-        src, dst = batch.edge_index
-        x = self.phi(s)[src] * (self.filter(rbf) * fc[:, None])                  # [E, 3F]
+                edges:Edges) -> tuple: # `batch_edges` of the batch
+        x = self.phi(s)[edges.src] * (self.filter(rbf) * fc[:, None])             # [E, 3F]
         ds, dvs, dvv = x.split(self.n_feat, dim=-1)
-        dv = dvv[:, None, :]*v[src] + dvs[:, None, :]*unit[:, :, None]           # [E, 3, F]
-        N = len(batch.z)
-        if self.aggregation == 'sum':
-            return s + masked_sum(ds, dst, N, batch.edge_mask), v + masked_sum(dv, dst, N, batch.edge_mask)
-        return s + segment_mean(ds, dst, N, batch.edge_mask), v + segment_mean(dv, dst, N, batch.edge_mask)
+        dv = dvs[:, None, :]*unit[:, :, None]                                     # [E, 3, F]
+        if v is not None: dv = dv + dvv[:, None, :]*v[edges.src]
+        agg = aggregate_sum if self.aggregation == 'sum' else aggregate_mean
+        return s + agg(ds, edges), agg(dv, edges) if v is None else v + agg(dv, edges)
 
 class PaiNNUpdate(nn.Module):
     "PaiNN update block: per-atom mixing of scalars and vector channels."
@@ -102,12 +91,10 @@ class PaiNN(nn.Module):
         m = batch.edge_mask.to(w.dtype)
         unit = vec / d[:, None] * m[:, None]                                   # 0 for padding edges
         fc = cosine_cutoff(d, self.cutoff) * m                                 # 0 beyond the cutoff and for padding
-        rbf = sinc_rbf(d, self.n_rbf, self.cutoff)
-        s = self.embed(batch.z)
-        v = s.new_zeros(len(s), 3, self.n_feat)
+        rbf, edges = sinc_rbf(d, self.n_rbf, self.cutoff), batch_edges(batch, w.dtype)
+        s, v = self.embed(batch.z), None                                       # v = 0: left out of the first block
         for msg, upd in zip(self.messages, self.updates):
-            s, v = msg(s, v, rbf, fc, unit, batch)
-            s, v = upd(s, v)
+            s, v = upd(*msg(s, v, rbf, fc, unit, edges))
         return s, v
     def forward(self, batch:PaddedBatch) -> Tensor:
         return self.readout(self.features(batch)[0], batch)

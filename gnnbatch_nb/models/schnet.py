@@ -5,6 +5,7 @@
 # %% ../../nbs/05a_schnet.ipynb #473612e6
 from __future__ import annotations
 import math
+from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -13,10 +14,10 @@ from torch import nn, Tensor
 from ..loading import PaddedBatch, collate
 
 # %% auto #0
-__all__ = ['LOG2', 'QM9_SPECIES', 'ssp', 'ShiftedSoftplus', 'mlp', 'n_params', 'safe_norm', 'GaussianRBF', 'species_table',
-           'species_index', 'SpeciesEmbedding', 'segment_mean', 'aggregate_mean', 'graph_mean', 'MeanReadout',
-           'SchNetInteraction', 'DistanceModel', 'SchNet', 'unpadded_reference', 'check_padding_exact', 'graph_breaks',
-           'GivenGraph']
+__all__ = ['LOG2', 'RBF_FLOOR', 'QM9_SPECIES', 'ssp', 'ShiftedSoftplus', 'mlp', 'n_params', 'safe_norm', 'GaussianRBF',
+           'species_table', 'species_index', 'SpeciesEmbedding', 'segment_mean', 'graph_mean', 'Edges', 'batch_edges',
+           'aggregate_sum', 'aggregate_mean', 'MeanReadout', 'SchNetInteraction', 'DistanceModel', 'SchNet',
+           'schnet_reference', 'unpadded_reference', 'check_padding_exact', 'graph_breaks', 'GivenGraph']
 
 # %% ../../nbs/05a_schnet.ipynb #cc666fd5
 LOG2 = math.log(2.0)
@@ -48,6 +49,8 @@ def n_params(m:nn.Module) -> int:
     return sum(p.numel() for p in m.parameters() if p.requires_grad)
 
 # %% ../../nbs/05a_schnet.ipynb #38d72d63
+RBF_FLOOR = -80.0   # smallest Gaussian exponent: exp(-80) ~ 1.8e-35; float32 exp is slow below about -87
+
 def safe_norm(v:Tensor, # vectors, `[E, 3]`
               eps:float=1e-9, # smallest norm
              ) -> Tensor:
@@ -55,15 +58,17 @@ def safe_norm(v:Tensor, # vectors, `[E, 3]`
     return v.pow(2).sum(-1).clamp_min(eps*eps).sqrt()
 
 class GaussianRBF(nn.Module):
-    "Expand distances `[E]` in `k_max` Gaussians `exp(-(d + mu_min - k delta)^2 / delta)`, `[E, k_max]`."
+    "Expand distances `[E]` in `k_max` Gaussians `exp(max(-(d + mu_min - k delta)^2 / delta, floor))`, `[E, k_max]`."
     def __init__(self, k_max:int=150, # number of Gaussians
                  delta:float=0.1, # spacing of the centres and width parameter, Å
-                 mu_min:float=0.0): # shift of the distance, Å
+                 mu_min:float=0.0, # shift of the distance, Å
+                 floor:float|None=RBF_FLOOR): # smallest exponent (None: no clamp, the exact formula)
         super().__init__()
-        self.delta, self.mu_min = delta, mu_min
+        self.delta, self.mu_min, self.floor = delta, mu_min, floor
         self.register_buffer('centres', torch.arange(k_max, dtype=torch.float32)*delta, persistent=False)
     def forward(self, d:Tensor) -> Tensor:
-        return torch.exp(-(d[:, None] + self.mu_min - self.centres.to(d.dtype))**2 / self.delta)
+        x = -(d[:, None] + self.mu_min - self.centres.to(d.dtype))**2 / self.delta
+        return torch.exp(x if self.floor is None else x.clamp_min(self.floor))
 
 # %% ../../nbs/05a_schnet.ipynb #173c59ec
 QM9_SPECIES = (6, 1, 7, 8, 9)
@@ -109,11 +114,6 @@ def segment_mean(x:Tensor, # values, `[M]` or `[M, F]`
     n = x.new_zeros(num_segments).index_add(0, index, w).clamp_min(1)
     return s / n.view(-1, *([1]*(x.dim() - 1)))
 
-def aggregate_mean(messages:Tensor, # one message per edge, `[E, F]`
-                   batch:PaddedBatch):
-    "Mean of the messages over the real incoming edges of each node, `[N, F]`."
-    return segment_mean(messages, batch.edge_index[1], len(batch.z), batch.edge_mask)
-
 def graph_mean(x:Tensor, # node values, `[N]` or `[N, F]`
                batch:Tensor, # graph slot of each node, `[N]`
                num_graphs:int, # G
@@ -121,6 +121,29 @@ def graph_mean(x:Tensor, # node values, `[N]` or `[N, F]`
               ) -> Tensor:
     "Mean over the real nodes of each graph slot, `[G]` or `[G, F]`."
     return segment_mean(x, batch, num_graphs, node_mask)
+
+class Edges(NamedTuple):
+    "What message passing needs of a batch, computed once per batch."
+    src: Tensor         # sender of each edge, `[E]`
+    dst: Tensor         # receiver of each edge, `[E]`
+    inv_degree: Tensor  # 1 / max(in-degree, 1) of each node, `[N]`
+
+def batch_edges(batch:PaddedBatch, dtype=torch.float32) -> Edges:
+    "Senders, receivers and inverse in-degrees of `batch` (padding edges count at the padding node only)."
+    src, dst = batch.edge_index
+    ones = torch.ones_like(dst, dtype=dtype)
+    deg = torch.zeros(len(batch.z), dtype=dtype, device=dst.device).index_add_(0, dst, ones)
+    return Edges(src, dst, 1/deg.clamp_min(1))
+
+def aggregate_sum(messages:Tensor, # one message per edge, `[E, ...]`
+                  edges:Edges) -> Tensor:
+    "Sum of the messages over the incoming edges of each node, `[N, ...]`."
+    return messages.new_zeros((len(edges.inv_degree),) + messages.shape[1:]).index_add_(0, edges.dst, messages)
+
+def aggregate_mean(messages:Tensor, # one message per edge, `[E, ...]`
+                   edges:Edges) -> Tensor:
+    "Mean of the messages over the incoming edges of each node, `[N, ...]`."
+    return aggregate_sum(messages, edges) * edges.inv_degree.view(-1, *([1]*(messages.dim() - 1)))
 
 # %% ../../nbs/05a_schnet.ipynb #40b473ab
 class MeanReadout(nn.Module):
@@ -143,9 +166,9 @@ class SchNetInteraction(nn.Module):
         self.update = mlp(n_feat, [n_feat, n_feat])
     def forward(self, h:Tensor, # node features, `[N, C]`
                 e:Tensor, # edge features, `[E, n_rbf]`
-                batch:PaddedBatch) -> Tensor:
-        m = self.filter(e) * self.lin(h)[batch.edge_index[0]]
-        return h + self.update(aggregate_mean(m, batch))
+                edges:Edges) -> Tensor: # `batch_edges` of the batch
+        m = self.filter(e) * self.lin(h)[edges.src]
+        return h + self.update(aggregate_mean(m, edges))
 
 class DistanceModel(nn.Module):
     "SchNet's and MPEU's skeleton: species embedding, Gaussian edge lengths, `n_steps` blocks, mean readout: `[G]`."
@@ -163,18 +186,32 @@ class DistanceModel(nn.Module):
         "Block `i` of `n_steps`."
         raise NotImplementedError
     def encode(self, batch:PaddedBatch) -> tuple:
-        "Initial node features `[N, C]` and edge features `[E, k_max]` of `batch`."
-        e = self.rbf(safe_norm(batch.edge_vec().to(self.embed.lin.weight.dtype)))
-        return self.embed(batch.z), e
+        "Node features `[N, C]`, edge features `[E, k_max]` and `Edges` of `batch`, each computed once per batch."
+        dtype = self.embed.lin.weight.dtype
+        e = self.rbf(safe_norm(batch.edge_vec().to(dtype)))
+        return self.embed(batch.z), e, batch_edges(batch, dtype)
 
 class SchNet(DistanceModel):
     "The study's SchNet: species embedding, `n_steps` interactions with own weights, mean readout: `[G]`."
     blocks_name = 'interactions'
     def make_block(self, i, n_feat, k_max): return SchNetInteraction(n_feat, k_max)
     def forward(self, batch:PaddedBatch) -> Tensor:
-        h, e = self.encode(batch)
-        for block in self.interactions: h = block(h, e, batch)
+        h, e, edges = self.encode(batch)
+        for block in self.interactions: h = block(h, e, edges)
         return self.readout(h, batch)
+
+# %% ../../nbs/05a_schnet.ipynb #80eb84f1
+def schnet_reference(model:SchNet, batch:PaddedBatch) -> Tensor:
+    "`model(batch)`, `[G]`, the plain way: exact `exp`, masked means with in-degrees counted in each step."
+    w = model.embed.lin.weight
+    d = safe_norm(batch.edge_vec().to(w.dtype))
+    e = torch.exp(-(d[:, None] + model.rbf.mu_min - model.rbf.centres.to(w.dtype))**2 / model.rbf.delta)
+    src, dst = batch.edge_index
+    h = model.embed(batch.z)
+    for b in model.interactions:
+        m = b.filter(e) * b.lin(h)[src]
+        h = h + b.update(segment_mean(m, dst, len(h), batch.edge_mask))
+    return graph_mean(model.readout.mlp(h)[:, 0], batch.batch, batch.num_graphs, batch.node_mask)
 
 # %% ../../nbs/05a_schnet.ipynb #ff5698dc
 def _loss(pred:Tensor, batch:PaddedBatch) -> Tensor:
