@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import torch
 from .sizes import GraphSizes
-from .graphs import random_split, check_writable
-from .data.datasets import DATASETS, USER_DATASET, PYG_SUFFIXES, load_dataset, select_split
+from .graphs import check_writable
+from .data.datasets import DATASETS, USER_DATASET, PYG_SUFFIXES, load_dataset, select_split, train_indices
 from .batching.registry import ALGORITHMS, make_plan, algorithm_options
 from .measure.machine import machine_info
 from .measure.costmodel import ShapeProfile
@@ -190,7 +190,7 @@ def cmd_compare(args) -> dict:
     for a in cfg.algorithms: check_plan_flags(a, args.batch_size, {})
     torch.set_num_threads(args.threads)
     store = load_args_dataset(args)
-    idx = random_split(store.n_graph, seed=args.seed)['train']
+    idx = train_indices(store)                                     # the split every job uses (SPLIT_SEED)
     if args.limit: idx = idx[:args.limit]
     res = compare(store, args.model, args.batch_size, cfg, indices=idx, progress=not args.json)
     paths = save_compare(res, args.out)
@@ -198,15 +198,25 @@ def cmd_compare(args) -> dict:
                 files=paths, horizons=list(args.horizons), threads=args.threads)
 
 def format_compare(r:dict) -> str:
-    "The comparison table and where the files are."
-    from gnnbatch_nb.measure.compare import format_table
+    "The comparison table, the cost model's held-out error, and where the files are."
+    from gnnbatch_nb.measure.compare import format_table, format_fit
     s, m, c = r['settings'], r['machine'], r['settings']['cache']
     head = (f"{s['model']} on {s['dataset']}, B={s['batch_size']}, device {s['device']}: "
             f"{m['cpu']}, {m['cores']} cores, "
             f"torch {m['torch']} ({m['torch_threads']} thread(s)), GPU {m['gpu']}; measured in {s['wall_s']:.0f} s; "
             f"compile cache {c['folder']} {'warm' if c['warm'] else 'cold'} ({c['files_before']} files before)")
-    files = '\n'.join(f"  {k}: {v}" for k, v in r['files'].items())
-    return f"{head}\n\n{format_table(pd.DataFrame(r['table']), tuple(r['horizons']))}\n\nresults written to:\n{files}"
+    files = {k: v for k, v in r['files'].items() if k != 'note'}
+    where = '\n'.join(f"  {k}: {v}" for k, v in files.items())
+    fit = f"\n\n{format_fit(s['fit'])}" if 'fit' in s else ''
+    note = f"\n{r['files']['note']}" if r['files'].get('note') else ''
+    return (f"{head}\n\n{format_table(pd.DataFrame(r['table']), tuple(r['horizons']))}{fit}\n\n"
+            f"results written to:\n{where}{note}")
+
+def _recommend_indices(store, info:dict, name:str, B:int):
+    "The graphs `compare` measured when `recommend` asks about the same dataset and batch size, else the training split."
+    st, idx = info['settings'], train_indices(store)
+    same = st.get('graphs') and B == st['batch_size'] and st['dataset'].lower().startswith(name)
+    return idx[:st['graphs']] if same else idx
 
 def cmd_recommend(args) -> dict:
     "Rank (algorithm, mode) pairs for a number of steps from a saved comparison."
@@ -216,11 +226,12 @@ def cmd_recommend(args) -> dict:
     name = args.dataset or next((d for d in DATASETS if st['dataset'].lower().startswith(d)), st['dataset'])
     store = load_dataset(name, cache_dir=args.cache_dir, data=args.data)
     B = args.batch_size or st['batch_size']
-    idx = random_split(store.n_graph)['train']
+    idx = _recommend_indices(store, info, name, B)
     profiles = {a: ShapeProfile.simulate(store.sizes[idx], a, B) for a in _algorithms(args.algorithms)}
     rank = recommend(cm, profiles, args.steps)
     return dict(steps=args.steps, batch_size=B, dataset=store.name, measured_on=info['machine'], model=st['model'],
-                break_even=rank.attrs.get('break_even'), ranking=rank.to_dict(orient='records'))
+                break_even=rank.attrs.get('break_even'), verdict=rank.attrs.get('verdict'),
+                ranking=rank.to_dict(orient='records'))
 
 def _break_even_note(be) -> str:
     if be is None or not np.isfinite(be): return ""
@@ -228,14 +239,17 @@ def _break_even_note(be) -> str:
     return "\nthe winner is ahead at every step count"
 
 def format_recommend(r:dict) -> str:
-    "The ranking as text."
+    "The ranking as text, with the verdict (a clear winner, or the pairs that tie)."
     t = pd.DataFrame(r['ranking'])
     t['total'] = t.total_h.map(lambda h: f"{h*60:.1f} min" if h < 1 else f"{h:.2f} h")
+    cols = [c for c in ('algorithm', 'mode', 'total', 'step_ms', 'step_src', 'compiles', 'vs_best', 'winner', 'tie')
+            if c in t]
     m = r['measured_on']
+    verdict = f"\n{r['verdict']}" if r.get('verdict') else ''
     return (f"{r['model']} on {r['dataset']}, B={r['batch_size']}, {r['steps']:,} steps "
             f"(cost model measured on {m['cpu']}, GPU {m['gpu']}):\n"
-            + t[['algorithm', 'mode', 'total', 'step_ms', 'compiles', 'vs_best']].round(3).to_string(index=False)
-            + _break_even_note(r['break_even']))
+            + t[cols].round(3).to_string(index=False) + verdict + _break_even_note(r['break_even']))
+
 
 # %% ../nbs/10_cli.ipynb #ca7685d4
 _ALL_MODELS, _BOTH_DATASETS = ['schnet', 'mpeu', 'painn'], ['qm9', 'mp36k']

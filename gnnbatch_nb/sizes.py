@@ -9,7 +9,21 @@ import pandas as pd
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['GraphSizes', 'as_i64', 'ceil_div', 'segment_sum', 'gather_ranges', 'qm9_like', 'crystal_like']
+__all__ = ['as_counts', 'GraphSizes', 'as_i64', 'ceil_div', 'segment_sum', 'gather_ranges', 'qm9_like', 'crystal_like']
+
+# %% ../nbs/00_sizes.ipynb #73cf5779
+def as_counts(a, name:str) -> np.ndarray:
+    "`a` as an `int64` array of counts; floats only when they are whole numbers (2.0, not 2.5 or NaN)."
+    arr = np.asarray(a)
+    if arr.dtype.kind == 'f':
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            k = int(np.flatnonzero(bad.reshape(-1))[0])
+            raise ValueError(f"{name} must hold whole numbers (counts), got {float(arr.reshape(-1)[k])} at graph {k}")
+    elif arr.size and arr.dtype.kind not in 'iub':
+        raise TypeError(f"{name} must hold integer counts, got an array of {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
 
 # %% ../nbs/00_sizes.ipynb #11ac1f09
 class GraphSizes:
@@ -18,7 +32,7 @@ class GraphSizes:
                  n_node, # nodes of each graph, `[n_graph]`
                  n_edge, # directed edges of each graph, `[n_graph]`
                  name:str=''): # a label for tables and plots
-        n_node, n_edge = (np.ascontiguousarray(a, dtype=np.int64) for a in (n_node, n_edge))
+        n_node, n_edge = as_counts(n_node, 'n_node'), as_counts(n_edge, 'n_edge')
         if n_node.ndim != 1 or n_edge.ndim != 1:
             raise ValueError(f"n_node and n_edge must be 1-D, got shapes {n_node.shape} and {n_edge.shape}")
         if len(n_node) != len(n_edge): raise ValueError(f"n_node has {len(n_node)} graphs but n_edge has {len(n_edge)}")
@@ -30,13 +44,13 @@ class GraphSizes:
     @classmethod
     def complete(cls, n_node, name:str=''):
         "Sizes of fully connected directed graphs without self loops: `n_edge = n(n-1)`."
-        n = np.asarray(n_node, dtype=np.int64)
+        n = as_counts(n_node, 'n_node')
         return cls(n, n*(n-1), name)
 
     @classmethod
     def knn(cls, n_node, k:int, name:str=''):
         "Sizes of k-nearest-neighbour graphs: `n_edge = k n`."
-        n = np.asarray(n_node, dtype=np.int64)
+        n = as_counts(n_node, 'n_node')
         return cls(n, k*n, name)
 
     def __len__(self): return len(self.n_node)

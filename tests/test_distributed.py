@@ -4,6 +4,7 @@ Every test starts its processes with a subprocess timeout, so a hang fails the t
 Run as a script (`torchrun ... tests/test_distributed.py SCENARIO OUT`), this file is also the ranks' program.
 """
 import json, os, subprocess, sys
+from dataclasses import replace
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 
@@ -42,10 +43,13 @@ def scenario_train(out:Path):
         half = DistributedTrainer(store, config(), 'cpu', rank, W); half.fit(steps // 2, progress=False)
         half.save(out/'ck.pt')
         rest = resume_distributed(store, out/'ck.pt', 'cpu', rank, W); rest.fit(steps - steps // 2, progress=False)
+        comp = DistributedTrainer(store, replace(config(), compile='compiled', backend='eager'), 'cpu', rank, W)
+        comp.fit(4, progress=False)                       # backend 'eager': Dynamo traces and counts, no code made
         torch.save(dict(seen=seen, steps=steps, losses=full.losses,
                         params=[p.detach() for p in full.model.parameters()],
                         resumed=[p.detach() for p in rest.model.parameters()], resumed_losses=rest.losses,
-                        train=full.splits['train'], epoch_after=full.epoch), out/f'rank{rank}.pt')
+                        train=full.splits['train'], epoch_after=full.epoch, compiles=comp.step_compiles,
+                        compiled_shapes=comp.step_shapes), out/f'rank{rank}.pt')
 
 def scenario_fail(out:Path):
     "`train` with rank 1 raising at its third step, while rank 0 goes on to the all-reduce."
@@ -86,6 +90,12 @@ def test_equal_step_counts(trained):
 def test_identical_parameters_on_all_ranks(trained):
     assert all(torch.equal(p, q) for p, q in zip(trained[0]['params'], trained[1]['params']))
     assert trained[0]['losses'] != trained[1]['losses']                # ... though the ranks trained on other graphs
+
+def test_one_shape_compiles_once_per_rank(trained):
+    for r in trained:
+        assert len(set(r['compiled_shapes'])) == 1                      # packing: one shape on every rank ...
+        assert r['compiles'][0] >= 1 and r['compiles'][1:] == [0, 0, 0]  # ... compiled at the first step only
+    assert trained[0]['compiled_shapes'][0] == trained[1]['compiled_shapes'][0]
 
 def test_two_processes_equal_one_process_over_the_same_global_batches(trained):
     "Tolerance: relative 1e-4 on the per-step mean loss (float32; the two gradients are summed in another order)."
