@@ -15,20 +15,17 @@ from .data.datasets import DATASETS, USER_DATASET, PYG_SUFFIXES, load_dataset, s
 from .batching.registry import ALGORITHMS, make_plan, algorithm_options
 from .measure.machine import machine_info
 from .measure.costmodel import ShapeProfile
+from .training.distributed import add_train_arguments, format_train
+from .training.timers import usable_cores
 
 # %% auto #0
-__all__ = ['usable_cores', 'UsageError', 'int_at_least', 'positive_float', 'in_flags', 'check_plan_flags', 'dataset_name',
-           'load_args_dataset', 'cmd_sizes', 'format_sizes', 'cmd_plan', 'format_plan', 'cmd_bench', 'format_bench',
-           'cmd_compare', 'format_compare', 'cmd_recommend', 'format_recommend', 'cmd_bench_models',
-           'cmd_bench_batch_sizes', 'format_bench_batch_sizes', 'parse_runs', 'cmd_bench_validate',
-           'format_bench_validate', 'format_bench_models', 'OneLineParser', 'build_parser', 'main']
+__all__ = ['UsageError', 'int_at_least', 'positive_float', 'in_flags', 'check_plan_flags', 'dataset_name', 'load_args_dataset',
+           'cmd_sizes', 'format_sizes', 'cmd_plan', 'format_plan', 'cmd_bench', 'format_bench', 'cmd_compare',
+           'format_compare', 'cmd_recommend', 'format_recommend', 'cmd_bench_models', 'cmd_bench_batch_sizes',
+           'format_bench_batch_sizes', 'parse_runs', 'cmd_bench_validate', 'format_bench_validate',
+           'format_bench_models', 'cmd_train', 'OneLineParser', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #fe3c2df0
-def usable_cores() -> int:
-    "The cores this process may run on: its CPU affinity where the OS has one, else `os.cpu_count()`."
-    try: return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError): return os.cpu_count() or 1
-
 class UsageError(ValueError):
     "An argument that cannot work; `main` prints the message as one line and exits with status 2."
 
@@ -450,6 +447,24 @@ def _add_recommend(sub):
     a('--json', action='store_true', help='print JSON instead of a table')
     rp.set_defaults(func=cmd_recommend, fmt=format_recommend)
 
+# %% ../nbs/10_cli.ipynb #4b67909b
+def cmd_train(args) -> dict:
+    "Train a model on one process or several (DistributedDataParallel); write checkpoints and per-step metrics."
+    from gnnbatch_nb.training.distributed import train, train_run_from_args, RankFailed
+    try: r = train(train_run_from_args(args))
+    except RankFailed as e: raise ValueError(str(e)) from None   # main prints `gnnbatch train: error: rank 1 ...`
+    if r['rank'] != 0: raise SystemExit(0)                       # under torchrun only rank 0 prints the summary
+    return r
+
+def _add_train(sub):
+    tp = sub.add_parser('train', help='train a model, on one process or several (--nproc N, or torchrun)',
+                        description='Train a model with a batching algorithm and a compile mode. --nproc N (or a '
+                                    'launch by torchrun) runs DistributedDataParallel with N processes, B per '
+                                    'process. Writes OUT/checkpoint.pt, OUT/metrics.csv (one row per step and '
+                                    'rank) and OUT/summary.json.')
+    add_train_arguments(tp)
+    tp.set_defaults(func=cmd_train, fmt=format_train)
+
 # %% ../nbs/10_cli.ipynb #851ab8d3
 class OneLineParser(argparse.ArgumentParser):
     "An argument parser whose errors are one line, `gnnbatch CMD: error: ...`, with exit status 2."
@@ -461,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog='gnnbatch', description='How the batching algorithm changes GNN training on molecules and crystals.')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
-    for add in (_add_sizes, _add_plan, _add_bench, _add_compare, _add_recommend): add(sub)
+    for add in (_add_sizes, _add_plan, _add_bench, _add_compare, _add_recommend, _add_train): add(sub)
     return p
 
 def _emit(text:str) -> int:

@@ -12,7 +12,9 @@ def execute(path:Path, skip=('slow',), timeout:int=900):
     nb = nbformat.read(path, as_version=4)
     saved = {}
     for i, c in enumerate(nb.cells):
-        if c.cell_type == 'code' and any(re.match(rf'#\|\s*{f}\s*$', l.strip()) for l in c.source.splitlines() for f in skip):
+        flags = [l.strip() for l in c.source.splitlines()]
+        noeval = any(re.match(r'#\|\s*eval:\s*false\s*$', l) for l in flags)      # cells the docs never run either
+        if c.cell_type == 'code' and (noeval or any(re.match(rf'#\|\s*{f}\s*$', l) for l in flags for f in skip)):
             saved[i] = c.source; c.source = 'pass  # skipped by tools/execute_nbs.py'
     NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}}).execute()
     for i, src in saved.items(): nb.cells[i].source = src; nb.cells[i].outputs = []; nb.cells[i].execution_count = None

@@ -21,6 +21,7 @@ from ..batching.registry import ALGORITHMS
 from ..data.datasets import DATASETS
 from .timers import COMPILE_MODES
 from .train import Trainer, TrainConfig
+from .timers import usable_cores
 
 # %% auto #0
 __all__ = ['METRICS_COLUMNS', 'torchrun_env', 'rank_device', 'free_port', 'process_group', 'AllReduceTimer', 'DistributedTrainer',
@@ -224,7 +225,7 @@ class TrainRun:
     checkpoint_every: int|None = None # steps between checkpoints (default: at the end only)
     nproc: int = 1                    # processes (ranks) on this machine; `torchrun` sets its own
     device: str = 'cpu'               # 'cpu' (gloo) or 'cuda' (one GPU per process, NCCL)
-    threads: int = 1                  # torch threads per process
+    threads: int|None = None          # torch threads per process (default: the usable cores / nproc)
     progress: bool = True             # a progress bar on rank 0
     timeout_s: float = 600            # a collective that waits longer fails instead of hanging
 
@@ -306,7 +307,7 @@ def run_rank(run:TrainRun, rank:int=0, world_size:int=1, # this process and the 
              local_rank:int=0, init_method:str='env://'  # GPU index on this machine, and the rendezvous
             ) -> dict:
     "Train `run` as rank `rank`: the summary of the run; a failure names the rank on stderr before it propagates."
-    torch.set_num_threads(run.threads)
+    torch.set_num_threads(run.threads or max(1, usable_cores() // world_size))
     device = rank_device(run.device, local_rank)
     try:
         with process_group(rank, world_size, device, init_method, run.timeout_s):
@@ -410,7 +411,8 @@ def add_train_arguments(p): # an `argparse` parser (the `train` sub-command's)
     a('--checkpoint-every', type=int, default=None, help='steps between checkpoints (default: at the end)')
     a('--nproc', type=int, default=1, help='processes: DistributedDataParallel on this machine (default 1)')
     a('--device', default='cpu', help="'cpu' (gloo) or 'cuda' (one GPU per process, NCCL)")
-    a('--threads', type=int, default=1, help='torch threads per process (default 1)')
+    a('--threads', type=int, default=None,
+      help=f'torch threads per process (default: the {usable_cores()} usable cores divided by the processes)')
     a('--no-progress', action='store_true', help='no progress bar')
     a('--json', action='store_true', help='print JSON instead of text')
     return p

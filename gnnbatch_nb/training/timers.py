@@ -16,9 +16,9 @@ from torch._inductor.utils import clear_caches
 from ..loading import PaddedBatch
 
 # %% auto #0
-__all__ = ['COMPILE_MODES', 'sync', 'StepTimer', 'static_config', 'compile_model', 'compile_stats', 'reset_compile_counters',
-           'CompileCounter', 'distinct_shape_batches', 'count_compiles', 'compile_cache', 'time_training_steps',
-           'timing_table']
+__all__ = ['COMPILE_MODES', 'sync', 'usable_cores', 'StepTimer', 'static_config', 'compile_model', 'compile_stats',
+           'reset_compile_counters', 'CompileCounter', 'distinct_shape_batches', 'count_compiles', 'compile_cache',
+           'time_training_steps', 'timing_table']
 
 # %% ../../nbs/06a_timers.ipynb #69509f86
 def sync(device=None, # a `torch.device`, a string such as 'cuda:0' or 'cpu', or None (the current CUDA device if any)
@@ -29,6 +29,12 @@ def sync(device=None, # a `torch.device`, a string such as 'cuda:0' or 'cpu', or
         return
     device = torch.device(device)
     if device.type == 'cuda': torch.cuda.synchronize(device)
+
+# %% ../../nbs/06a_timers.ipynb #f8de52f1
+def usable_cores() -> int:
+    "The cores this process may run on: its CPU affinity where the OS has one, else `os.cpu_count()`."
+    try: return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError): return os.cpu_count() or 1
 
 # %% ../../nbs/06a_timers.ipynb #fc6ac9fe
 class StepTimer:
