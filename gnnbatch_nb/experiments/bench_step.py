@@ -20,7 +20,7 @@ from ..loading import PaddedBatch, collate
 from ..models.schnet import GivenGraph, schnet_reference
 from ..models.painn import cosine_cutoff, sinc_rbf
 from ..models.registry import make_model, masked_mse, dataset_species
-from ..training.timers import compile_cache
+from ..training.timers import compile_cache, usable_cores
 from ..measure.machine import machine_info, save_machine, in_fresh_process
 
 # %% auto #0
@@ -250,7 +250,7 @@ def summarise_steps(steps:pd.DataFrame, # per-round rows of `bench_threads` (all
 
 def default_threads() -> tuple:
     "1 and the number of cores this process may use."
-    return tuple(sorted({1, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()}))
+    return tuple(sorted({1, usable_cores()}))
 
 # %% ../../nbs/08e_bench_step.ipynb #fe8ff90e
 def run_step_benchmark(out='results/step', # folder for `steps.csv`, `summary.csv`, `profile_schnet.csv`, `machine.json`
