@@ -210,7 +210,7 @@ def format_compare(r:dict) -> str:
             f"results written to:\n{where}{note}")
 
 def _recommend_indices(store, info:dict, name:str, B:int):
-    "The graphs `compare` measured when `recommend` asks about the same dataset and batch size, else the training split."
+    "The graphs `compare` measured when asked about its dataset and batch size, else the training split."
     st, idx = info['settings'], train_indices(store)
     same = st.get('graphs') and B == st['batch_size'] and st['dataset'].lower().startswith(name)
     return idx[:st['graphs']] if same else idx

@@ -21,6 +21,9 @@ def readme_text() -> str:
         if c.cell_type == 'code' and 'ComparisonPanel(' in c.source:                   # an interactive view: say so
             cells.append(nbformat.v4.new_markdown_cell(
                 '*On the documentation site and in a notebook, an interactive comparison panel stands here.*')); continue
+        if c.cell_type == 'code' and any(re.match(r'#\|\s*echo:\s*false', l) for l in lines):   # its output only
+            md = [o['data']['text/markdown'] for o in c.get('outputs', []) if 'text/markdown' in o.get('data', {})]
+            if md: cells.append(nbformat.v4.new_markdown_cell(''.join(md))); continue
         c.source = '\n'.join(l for l in lines if not re.match(r'#\|', l)).strip('\n')
         cells.append(c)
     nb.cells = cells

@@ -18,7 +18,7 @@ from ..batching.registry import make_plan
 from ..batching.plan import balanced_shard_plan
 from ..training.train import TrainConfig
 from gnnbatch_nb.training.distributed import (DistributedTrainer, process_group, all_ranks, spawn_ranks,
-    summarise_run)
+    summarise_run, RankFailed)
 from ..measure.machine import machine_info, save_machine
 from ..measure.steps import from_pyg
 from ..measure.costmodel import fit_step_cost
@@ -122,11 +122,14 @@ def run_distributed_benchmark(out='results/distributed', # folder for steps.csv,
     specs, log, out = specs or bench_specs(), progress or (lambda s: None), Path(out)
     old = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
     os.environ['TORCHINDUCTOR_CACHE_DIR'] = tempfile.mkdtemp(prefix='gnnbatch_inductor_')   # inherited by the ranks
-    t0, parts = time.perf_counter(), []
+    t0, parts, failed = time.perf_counter(), [], []
     try:
         for s in specs:
-            parts.append(measure_run(s))
-            log(f"{s.algorithm:>9} {s.mode:>8} W={s.world_size}: {s.steps} steps, "
+            try: parts.append(measure_run(s)); how = ''
+            except (TimeoutError, RankFailed) as e:                  # recorded, and the other runs go on
+                failed.append(dict(algorithm=s.algorithm, mode=s.mode, world_size=s.world_size, error=str(e)))
+                how = 'FAILED, '
+            log(f"{s.algorithm:>9} {s.mode:>8} W={s.world_size}: {s.steps} steps, {how}"
                 f"{time.perf_counter() - t0:.0f} s so far")
     finally:
         if old is None: os.environ.pop('TORCHINDUCTOR_CACHE_DIR', None)
@@ -134,7 +137,7 @@ def run_distributed_benchmark(out='results/distributed', # folder for steps.csv,
     records = pd.concat(parts, ignore_index=True); table = summary_table(records)
     out.mkdir(parents=True, exist_ok=True)
     records.to_csv(out/'steps.csv', index=False); table.to_csv(out/'summary.csv', index=False)
-    settings = dict(specs=[asdict(s) for s in specs], wall_s=time.perf_counter() - t0,
+    settings = dict(specs=[asdict(s) for s in specs], wall_s=time.perf_counter() - t0, failed=failed,
                     inductor_cache='a new empty folder per benchmark, shared by its runs')
     save_machine(out, machine_info(), settings)
     return dict(records=records, table=table, settings=settings)

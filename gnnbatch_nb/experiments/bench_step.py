@@ -34,14 +34,17 @@ def _species(model:nn.Module, b:PaddedBatch) -> Tensor:
     "Embedding of each atom, `[N, F]`, as `nn.Embedding` would give it."
     return model.embed.lin.weight.t()[model.embed.table[b.z]]
 
+def _plain_inputs(model:nn.Module, b:PaddedBatch) -> tuple:
+    "What a plain PyG model computes first: senders and receivers `[n_edge]`, exact Gaussians `[n_edge, K]`, `h`."
+    src, dst = b.edge_index
+    d = (b.pos[src] - b.pos[dst]).norm(dim=-1)
+    return src, dst, torch.exp(-(d[:, None] - model.rbf.centres)**2 / model.rbf.delta), _species(model, b)
+
 def plain_schnet(model:nn.Module, # a `SchNet`: only its parameters are used
                  b:PaddedBatch, # an unpadded batch (`collate(store, idx)`)
                 ) -> Tensor:
     "The same SchNet as a PyG user writes it: exact `exp`, each ssp as written, `scatter` means; `[G]`."
-    src, dst = b.edge_index
-    d = (b.pos[src] - b.pos[dst]).norm(dim=-1)
-    e = torch.exp(-(d[:, None] - model.rbf.centres)**2 / model.rbf.delta)
-    h = _species(model, b)
+    src, dst, e, h = _plain_inputs(model, b)
     for blk in model.interactions:
         m = blk.filter(e) * blk.lin(h)[src]
         h = h + blk.update(scatter(m, dst, 0, dim_size=len(h), reduce='mean'))
@@ -49,10 +52,7 @@ def plain_schnet(model:nn.Module, # a `SchNet`: only its parameters are used
 
 def plain_mpeu(model:nn.Module, b:PaddedBatch) -> Tensor:
     "The same MPEU written plainly with PyG's `scatter`: concatenated edge input, `[G]`."
-    src, dst = b.edge_index
-    d = (b.pos[src] - b.pos[dst]).norm(dim=-1)
-    e = torch.exp(-(d[:, None] - model.rbf.centres)**2 / model.rbf.delta)
-    h = _species(model, b)
+    src, dst, e, h = _plain_inputs(model, b)
     for st in model.steps:
         e = st.edge(torch.cat([h[src], h[dst], e], -1))
         m = st.filter(e) * st.lin(h)[src]

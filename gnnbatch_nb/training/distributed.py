@@ -66,7 +66,12 @@ def process_group(rank:int, world_size:int, # this process and the number of pro
     except BaseException as e:
         e.failed_at = time.time()          # before the teardown, which makes the other ranks fail too
         raise
-    finally: dist.destroy_process_group()
+    finally:
+        # gloo's worker threads free a finished collective's tensors after the caller has moved on, and need the GIL
+        # for it; a process group destroyed at that moment (by DDP's reducer, which holds the GIL while it joins those
+        # threads) deadlocks, seen here as a rank that never exits. A short sleep hands them the GIL first.
+        time.sleep(0.2)
+        dist.destroy_process_group()
 
 # %% ../../nbs/06c_distributed.ipynb #87593ce9
 class AllReduceTimer:
