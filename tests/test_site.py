@@ -42,7 +42,7 @@ def server(site):
     yield f'http://127.0.0.1:{httpd.server_address[1]}/'
     httpd.shutdown()
 
-@pytest.fixture(scope='session')
+@pytest.fixture(scope='module')    # one Playwright per module: a second `sync_playwright` may not run inside a live one
 def browser():
     assert CHROMIUM.exists(), f'{CHROMIUM} is missing: install Debian chromium with `apt-get install -y chromium`'
     from playwright.sync_api import sync_playwright
