@@ -15,8 +15,8 @@ from .batching.plan import Plan, shard_plan, balanced_shard_plan
 from .batching.registry import make_plan
 
 # %% auto #0
-__all__ = ['PaddedBatch', 'complete_templates', 'collate', 'BatchSpec', 'PlanSampler', 'PaddedGraphs', 'batch_loader',
-           'PyGBatchSampler']
+__all__ = ['PaddedBatch', 'complete_templates', 'edge_pairs', 'edge_pair_table', 'pair_tensors', 'collate', 'BatchSpec',
+           'PlanSampler', 'PaddedGraphs', 'batch_loader', 'PyGBatchSampler']
 
 # %% ../nbs/04_loading.ipynb #326d511e
 @dataclass
@@ -37,6 +37,8 @@ class PaddedBatch:
     x: torch.Tensor|None = None          # node features of the store, 0 for padding, `[N, ...]`
     edge_attr: torch.Tensor|None = None  # edge features of the store, 0 for padding, `[E, ...]`
     graph_attr: dict = field(default_factory=dict)  # the store's numeric per-graph fields, 0 for padding, `[G, ...]`
+    edge_pair: torch.Tensor|None = None  # pair of each edge: an edge and its reverse share one, `[E]` (None: no pairs)
+    pair_edge: torch.Tensor|None = None  # one edge of each pair (padding edges form one pair), `[E // 2 + 1]`
 
     @property
     def shape(self) -> tuple: return (len(self.z), self.edge_index.shape[1], self.num_graphs)
@@ -119,6 +121,77 @@ def _features(store:GraphStore, node_rows, edge_cols, idx, shape:tuple) -> dict:
                                                                             store.edge_attr.dtype),
                 graph_attr=extra)
 
+
+# %% ../nbs/04_loading.ipynb #0befae54
+def _pair_keys(g:np.ndarray, src:np.ndarray, dst:np.ndarray, shift:np.ndarray) -> np.ndarray:
+    "A row per edge, the same for an edge and its reverse: (graph, lower end, upper end, oriented shift), `[E, 6]`."
+    lead = shift[np.arange(len(shift)), np.argmax(shift != 0, axis=1)] if shift.shape[1] else np.zeros(len(src))
+    flip = (src > dst) | ((src == dst) & (lead < 0))          # orient each pair from its lower end
+    s = np.where(flip[:, None], -shift, shift)
+    return np.column_stack([g, np.where(flip, dst, src), np.where(flip, src, dst), s]).astype(np.int64)
+
+def _as_one_key(keys:np.ndarray) -> np.ndarray|None:
+    "The rows of `keys` as single int64 numbers with the same order (None if they do not fit in 62 bits)."
+    lo, span = keys.min(0), keys.max(0) - keys.min(0) + 1
+    if np.sum(np.log2(span.astype(np.float64))) > 62: return None
+    out = np.zeros(len(keys), np.int64)
+    for c in range(keys.shape[1]): out = out * span[c] + (keys[:, c] - lo[c])
+    return out
+
+def edge_pairs(g:np.ndarray, # graph of each edge, `[E]`
+               src:np.ndarray, dst:np.ndarray, # local sender and receiver of each edge, `[E]`
+               shift:np.ndarray|None=None, # periodic image of each sender, `[E, 3]` (None: molecules)
+              ) -> np.ndarray|None:
+    "Local pair id of each edge, `[E]`: an edge and its reverse share one, numbered 0.. within each graph (ordered by "
+    "graph); None unless every edge has exactly one reverse."
+    if len(src) == 0: return np.zeros(0, np.int64)
+    keys = _pair_keys(g, src, dst, np.zeros((len(src), 0)) if shift is None else np.asarray(shift))
+    one = _as_one_key(keys)
+    _, pair, count = np.unique(keys if one is None else one, axis=None if one is not None else 0,
+                               return_inverse=True, return_counts=True)
+    if (count != 2).any(): return None
+    pairs_before = np.r_[0, np.cumsum(np.bincount(g, minlength=g.max() + 1) // 2)]
+    return pair.reshape(-1) - pairs_before[g]
+
+def _degrees_match(store:GraphStore) -> bool:
+    "Whether every node sends as many stored edges as it receives (needed for every edge to have a reverse)."
+    first = np.repeat(store.node_ptr[:-1], np.diff(store.edge_ptr)); n = int(store.node_ptr[-1])
+    return np.array_equal(np.bincount(store.edge_index[0] + first, minlength=n),
+                          np.bincount(store.edge_index[1] + first, minlength=n))
+
+def edge_pair_table(store:GraphStore) -> np.ndarray|None:
+    "`edge_pairs` of every column of the store's edge table (the complete-graph templates or the stored edges), cached."
+    if not hasattr(store, '_edge_pairs'):
+        if store.complete:
+            (src, dst), start = complete_templates(store)
+            g = np.repeat(np.arange(len(start) - 1), np.diff(start))
+            store._edge_pairs = edge_pairs(g, src, dst)
+        elif not _degrees_match(store): store._edge_pairs = None     # a k-NN graph, say: some edges have no reverse
+        else:
+            g = np.repeat(np.arange(store.n_graph), np.diff(store.edge_ptr))
+            store._edge_pairs = edge_pairs(g, *store.edge_index, store.edge_shift)
+    return store._edge_pairs
+
+def pair_tensors(edge_pair:np.ndarray, # pair of each edge, `[E]`, ids below `E // 2 + 1`
+                 device=None) -> dict:
+    "`edge_pair` `[E]` and `pair_edge` `[E // 2 + 1]` (one edge of each pair; unused rows: the last edge) as tensors."
+    E = len(edge_pair)
+    pair_edge = np.full(E // 2 + 1 if E else 0, max(E - 1, 0), np.int64)
+    pair_edge[edge_pair] = np.arange(E)
+    t = lambda a: torch.as_tensor(a, device=device)
+    return dict(edge_pair=t(edge_pair), pair_edge=t(pair_edge))
+
+def _pair_columns(store:GraphStore, edge_cols:np.ndarray, n_edge:np.ndarray, E:int) -> dict:
+    "`pair_tensors` of a batch (padding edges: one pair after the real ones), or {} if the store has no pairs."
+    table = edge_pair_table(store)
+    if table is None: return {}
+    n_pair = n_edge // 2
+    edge_pair = np.full(E, n_pair.sum(), np.int64)
+    edge_pair[:len(edge_cols)] = table[edge_cols] + np.repeat(np.cumsum(n_pair) - n_pair, n_edge)
+    return pair_tensors(edge_pair)
+
+
+# %% ../nbs/04_loading.ipynb #51a1973d
 def collate(store:GraphStore, # the dataset
             idx, # graph indices of the batch, `[k]`
             shape=None, # padded (N, E, G); None: no padding (PyG's concatenation)
@@ -143,7 +216,8 @@ def collate(store:GraphStore, # the dataset
                        cell=_padded_rows(store.cell, idx, G) if periodic else None,
                        batch=torch.from_numpy(graph_of_node), y=_padded_rows(store.y[:, col], idx, G),
                        **_masks(n_real, (N, E, G)), graph_index=torch.from_numpy(idx.copy()), num_graphs=G,
-                       **_features(store, node_rows, edge_cols, idx, (N, E, G)))
+                       **_features(store, node_rows, edge_cols, idx, (N, E, G)),
+                       **_pair_columns(store, edge_cols, n_edge, E))
 
 # %% ../nbs/04_loading.ipynb #f26982e5
 @patch

@@ -85,3 +85,51 @@ def test_too_big_graph_is_a_clear_error_by_default():
     from gnnbatch_nb.batching.packing import plan_dynamic
     with pytest.raises(ValueError, match='graph 2'):
         plan_dynamic(store.sizes, 4, budget=(32, 200, 4))
+
+def symmetric_store(n_node, seed, periodic):
+    "Random graphs whose every edge has its reverse (j -> i with the opposite image shift), in a random order."
+    rng = np.random.default_rng(seed)
+    n = np.asarray(n_node, np.int64); ptr = np.r_[0, np.cumsum(n)]
+    eis, shifts, counts = [], [], []
+    for m in n:
+        k = int(rng.integers(0, 3 * m + 1))
+        a, b = rng.integers(0, m, k), rng.integers(0, m, k)
+        s = rng.integers(-1, 2, (k, 3)) if periodic else np.zeros((k, 3), np.int64)
+        keep = (a != b) | (s != 0).any(1)                                  # no self loop without an image shift
+        a, b, s = a[keep], b[keep], s[keep]
+        _, first = np.unique(np.column_stack([np.minimum(a, b), np.maximum(a, b), s * np.where(a < b, 1, -1)[:, None]]),
+                             axis=0, return_index=True)               # one edge per pair: no multi-edges
+        a, b, s = a[first], b[first], s[first]
+        order = rng.permutation(2 * len(a))
+        eis.append(np.stack([np.r_[a, b], np.r_[b, a]])[:, order]); shifts.append(np.r_[s, -s][order])
+        counts.append(2 * len(a))
+    kw = dict(edge_index=np.concatenate(eis, 1).astype(np.int16), edge_ptr=np.r_[0, np.cumsum(counts)])
+    if periodic: kw.update(edge_shift=np.concatenate(shifts).astype(np.int8),
+                           cell=np.tile(np.eye(3, dtype=np.float32) * 4, (len(n), 1, 1)))
+    return GraphStore('sym', z=rng.integers(1, 10, ptr[-1]).astype(np.uint8),
+                      pos=rng.normal(size=(ptr[-1], 3)).astype(np.float32), node_ptr=ptr,
+                      y=rng.normal(size=(len(n), 1)), target_names=['t'], target_units=['u'], **kw)
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=40), st.integers(0, 1000), st.booleans(), st.booleans())
+def test_edge_pairs_join_each_edge_with_its_reverse(n_node, seed, periodic, complete):
+    store = random_store(n_node, seed, False) if complete else symmetric_store(n_node, seed, periodic)
+    idx = np.random.default_rng(seed).permutation(len(n_node))[:max(1, len(n_node) // 2)]
+    N, E = int(store.n_node[idx].sum()) + 2, int(store.n_edge[idx].sum()) + int(seed % 5)
+    pb = collate(store, idx, (N, E, len(idx) + 1))
+    pair, rep, (n, e, g) = pb.edge_pair.numpy(), pb.pair_edge.numpy(), pb.n_real
+    assert len(pair) == E and len(rep) == (E // 2 + 1 if E else 0) and pair.max(initial=-1) < len(rep)
+    src, dst = pb.edge_index.numpy()
+    shift = pb.edge_shift.numpy() if pb.edge_shift is not None else np.zeros((E, 3))
+    counts = np.bincount(pair[:e], minlength=len(rep))
+    assert set(counts[np.unique(pair[:e])]) <= {2}                      # every real pair: exactly two edges
+    for k in range(e):                                                  # ... an edge and its reverse
+        j = [l for l in np.flatnonzero(pair[:e] == pair[k]) if l != k][0]
+        assert (src[j], dst[j]) == (dst[k], src[k]) and (shift[j] == -shift[k]).all()
+    assert len(set(pair[e:])) <= 1 and not set(pair[e:]) & set(pair[:e])   # padding: one pair of its own
+    d = pb.edge_dist()
+    assert torch.allclose(d[pb.pair_edge[pb.edge_pair]], d, atol=1e-5)  # each edge reads its own length
+
+def test_stores_without_reverse_edges_get_no_pairs():
+    store = random_store([4, 5, 6], 3, True)                           # random (k-NN-like) edges: not symmetric
+    assert collate(store, [0, 1, 2]).edge_pair is None

@@ -130,3 +130,20 @@ def test_edge_input_layer_equals_concatenation():
     lin, h, e = nn.Linear(11, 8, bias=True).double(), torch.randn(5, 4).double(), torch.randn(6, 3).double()
     ed = Edges(torch.tensor([0, 1, 2, 3, 4, 0]), torch.tensor([1, 0, 3, 2, 0, 4]), torch.ones(5))
     assert torch.allclose(edge_input_layer(lin, h, e, ed), lin(torch.cat([h[ed.src], h[ed.dst], e], -1)), atol=1e-12)
+
+@pytest.mark.parametrize('name', ['schnet', 'mpeu', 'painn'])
+def test_one_filter_per_edge_pair_equals_one_per_edge(name, store, idx):
+    "The models' per-pair filters (edge_pair) give the per-edge result, predictions and gradients, in float64."
+    import copy
+    from gnnbatch_nb.loading import collate
+    torch.manual_seed(0); net = {"schnet": SchNet, "mpeu": MPEU, "painn": PaiNN}[name]().double()
+    pb = collate(store, idx[:12], (int(store.n_node[idx[:12]].sum()) + 3, int(store.n_edge[idx[:12]].sum()) + 7, 14))
+    pb.pos = pb.pos.double()
+    assert pb.edge_pair is not None
+    flat = copy.copy(pb); flat.edge_pair = flat.pair_edge = None
+    out = []
+    for b in (pb, flat):
+        net.zero_grad(); p = net(b); (p**2).sum().backward()
+        out.append((p.detach(), [q.grad.clone() for q in net.parameters()]))
+    assert torch.allclose(out[0][0], out[1][0], atol=1e-12)
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(out[0][1], out[1][1]))

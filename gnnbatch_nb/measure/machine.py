@@ -8,6 +8,8 @@ import importlib, json, os, pickle, platform, shutil, signal, subprocess, sys, t
 from pathlib import Path
 import numpy as np
 import torch
+from ..training.timers import keep_freed_memory
+
 
 # %% auto #0
 __all__ = ['cpu_model', 'machine_info', 'save_machine', 'in_fresh_process']
@@ -38,6 +40,7 @@ def _fresh_child(path:str):
     "Body of `in_fresh_process`: call the pickled target; pickle `('ok', result)` or `('failed', 'Type: msg')`."
     with open(path, 'rb') as f: target, args, threads = pickle.load(f)
     torch.set_num_threads(threads)
+    keep_freed_memory()
     mod, fn = target.split(':')
     try: res = ('ok', getattr(importlib.import_module(mod), fn)(*args))
     except Exception as e: res = ('failed', f'{type(e).__name__}: {e}'[:1000])

@@ -14,7 +14,7 @@ from torch_geometric.nn.models import SchNet as PyGSchNet
 from ..graphs import GraphStore, GraphDataset
 from ..data.datasets import load_dataset, train_indices
 from ..batching.registry import make_plan
-from ..loading import PaddedBatch, collate
+from ..loading import PaddedBatch, collate, edge_pairs, pair_tensors
 from ..training.timers import sync, compile_model, compile_cache, CompileCounter, COMPILE_MODES
 from ..models.registry import masked_mse, make_model, dataset_species
 from .machine import machine_info, in_fresh_process
@@ -211,14 +211,16 @@ def measure_fresh(source, # a dataset name (the child loads it from the cache) o
 # %% ../../nbs/07b_measure.ipynb #d11a72f7
 def from_pyg(b, # a `torch_geometric.data.Batch` of molecules with `z`, `pos`, `edge_index`, `y`
             ) -> PaddedBatch:
-    "The PyG batch as an unpadded `PaddedBatch` (all masks true)."
+    "The PyG batch as an unpadded `PaddedBatch` (all masks true; edge pairs when every edge has a reverse)."
     if getattr(b, 'edge_shift', None) is not None or getattr(b, 'cell', None) is not None:
         raise ValueError("from_pyg handles molecules only; periodic batches need edge_shift and cell, use collate")
     N, E, G = b.num_nodes, b.edge_index.shape[1], b.num_graphs
     t = lambda n: torch.ones(n, dtype=torch.bool, device=b.pos.device)
+    pairs = edge_pairs(np.zeros(E, np.int64), *b.edge_index.cpu().numpy())     # global node ids: no graph needed
     return PaddedBatch(z=b.z, pos=b.pos, edge_index=b.edge_index, edge_shift=None, cell=None, batch=b.batch,
                        y=b.y.reshape(-1), node_mask=t(N), edge_mask=t(E), graph_mask=t(G),
-                       graph_index=b.idx.reshape(-1), num_graphs=G)
+                       graph_index=b.idx.reshape(-1), num_graphs=G,
+                       **({} if pairs is None else pair_tensors(pairs, b.pos.device)))
 
 class PyGEdges:
     "`interaction_graph` for PyG's `SchNet`: the current batch's `edge_index` and `edge_dist`."

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from ..loading import PaddedBatch
-from .schnet import (QM9_SPECIES, DistanceModel, MeanReadout, Edges, mlp, aggregate_mean,
+from .schnet import (QM9_SPECIES, DistanceModel, MeanReadout, Edges, mlp, aggregate_mean, per_edge,
                                        n_params)
 
 # %% auto #0
@@ -17,12 +17,15 @@ __all__ = ['edge_input_layer', 'MPEUStep', 'MPEU']
 # %% ../../nbs/05b_mpeu.ipynb #2249f16a
 def edge_input_layer(lin:nn.Linear, # the edge MLP's first layer, `[2C + n_in] -> [2C]`
                      h:Tensor, # node features, `[N, C]`
-                     e:Tensor, # edge features, `[E, n_in]`
-                     edges:Edges) -> Tensor:
+                     e:Tensor, # edge features, `[E, n_in]`, or `[U, n_in]` of each edge pair if `per_pair`
+                     edges:Edges,
+                     per_pair:bool=False) -> Tensor: # whether `e` has one row per edge pair (the first Gaussians)
     "`lin(cat([h[src], h[dst], e]))`, `[E, 2C]`, from per-node products gathered to the edges (no concatenation)."
     C = h.shape[1]
     w = lin.weight
-    out = F.linear(h, w[:, :C])[edges.src] + F.linear(h, w[:, C:2*C])[edges.dst] + F.linear(e, w[:, 2*C:])
+    xe = F.linear(e, w[:, 2*C:])
+    out = (F.linear(h, w[:, :C]).index_select(0, edges.src) + F.linear(h, w[:, C:2*C]).index_select(0, edges.dst)
+           + (per_edge(xe, edges) if per_pair else xe))
     return out if lin.bias is None else out + lin.bias
 
 class MPEUStep(nn.Module):
@@ -35,12 +38,13 @@ class MPEUStep(nn.Module):
         self.lin = nn.Linear(n_feat, n_feat, bias=False)
         self.update = mlp(n_feat, [n_feat, n_feat])
     def forward(self, h:Tensor, # node features, `[N, C]`
-                e:Tensor, # edge features, `[E, n_edge_in]`
-                edges:Edges) -> tuple: # `batch_edges` of the batch
+                e:Tensor, # edge features, `[E, n_edge_in]` (`[U, n_edge_in]` of each edge pair if `per_pair`)
+                edges:Edges, # `batch_edges` of the batch
+                per_pair:bool=False) -> tuple: # whether `e` has one row per edge pair (the first step)
         "New node features `[N, C]` and edge features `[E, C]`."
-        e = edge_input_layer(self.edge[0], h, e, edges)
+        e = edge_input_layer(self.edge[0], h, e, edges, per_pair)
         for layer in list(self.edge)[1:]: e = layer(e)
-        m = self.filter(e) * self.lin(h)[edges.src]
+        m = self.filter(e) * self.lin(h).index_select(0, edges.src)
         return h + self.update(aggregate_mean(m, edges)), e
 
 class MPEU(DistanceModel):
@@ -49,5 +53,5 @@ class MPEU(DistanceModel):
     def make_block(self, i, n_feat, k_max): return MPEUStep(n_feat, k_max if i == 0 else n_feat)
     def forward(self, batch:PaddedBatch) -> Tensor:
         h, e, edges = self.encode(batch)
-        for step in self.steps: h, e = step(h, e, edges)
+        for i, step in enumerate(self.steps): h, e = step(h, e, edges, per_pair=i == 0)
         return self.readout(h, batch)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from ..loading import PaddedBatch
 from .schnet import (QM9_SPECIES, SpeciesEmbedding, MeanReadout, Edges,
-    mlp, safe_norm, batch_edges, aggregate_sum, aggregate_mean, n_params)
+    mlp, safe_norm, batch_edges, per_edge, aggregate_sum, aggregate_mean, n_params)
 
 # %% auto #0
 __all__ = ['cosine_cutoff', 'sinc_rbf', 'PaiNNMessage', 'PaiNNUpdate', 'PaiNN', 'random_rotation']
@@ -41,14 +41,14 @@ class PaiNNMessage(nn.Module):
         self.filter = nn.Linear(n_rbf, 3*n_feat)
     def forward(self, s:Tensor, # scalars, `[N, F]`
                 v:Tensor|None, # vectors, `[N, 3, F]`; None when they are all 0 (the first block)
-                rbf:Tensor, # radial basis, `[E, n_rbf]`
-                fc:Tensor, # cutoff times edge mask, `[E]`
+                rbf:Tensor, # radial basis of each edge pair, `[U, n_rbf]` (of each edge without pairs)
+                fc:Tensor, # cutoff times edge mask of each edge pair, `[U]`
                 unit:Tensor, # edge directions, `[E, 3]`
                 edges:Edges) -> tuple: # `batch_edges` of the batch
-        x = self.phi(s)[edges.src] * (self.filter(rbf) * fc[:, None])             # [E, 3F]
+        x = self.phi(s).index_select(0, edges.src) * per_edge(self.filter(rbf) * fc[:, None], edges)   # [E, 3F]
         ds, dvs, dvv = x.split(self.n_feat, dim=-1)
         dv = dvs[:, None, :]*unit[:, :, None]                                     # [E, 3, F]
-        if v is not None: dv = dv + dvv[:, None, :]*v[edges.src]
+        if v is not None: dv = torch.addcmul(dv, dvv[:, None, :], v.index_select(0, edges.src))
         agg = aggregate_sum if self.aggregation == 'sum' else aggregate_mean
         return s + agg(ds, edges), agg(dv, edges) if v is None else v + agg(dv, edges)
 
@@ -90,6 +90,7 @@ class PaiNN(nn.Module):
         d = safe_norm(vec, self.eps)                                           # >= eps, also for padding edges
         m = batch.edge_mask.to(w.dtype)
         unit = vec / d[:, None] * m[:, None]                                   # 0 for padding edges
+        if batch.pair_edge is not None: d, m = d[batch.pair_edge], m[batch.pair_edge]   # one per edge pair, [U]
         fc = cosine_cutoff(d, self.cutoff) * m                                 # 0 beyond the cutoff and for padding
         rbf, edges = sinc_rbf(d, self.n_rbf, self.cutoff), batch_edges(batch, w.dtype)
         s, v = self.embed(batch.z), None                                       # v = 0: left out of the first block

@@ -16,8 +16,9 @@ from ..loading import PaddedBatch, collate
 # %% auto #0
 __all__ = ['LOG2', 'RBF_FLOOR', 'QM9_SPECIES', 'ssp', 'ShiftedSoftplus', 'mlp', 'n_params', 'safe_norm', 'GaussianRBF',
            'species_table', 'species_index', 'SpeciesEmbedding', 'segment_mean', 'graph_mean', 'Edges', 'batch_edges',
-           'aggregate_sum', 'aggregate_mean', 'MeanReadout', 'SchNetInteraction', 'DistanceModel', 'SchNet',
-           'schnet_reference', 'unpadded_reference', 'check_padding_exact', 'graph_breaks', 'GivenGraph']
+           'per_edge', 'pair_lengths', 'aggregate_sum', 'aggregate_mean', 'MeanReadout', 'SchNetInteraction',
+           'DistanceModel', 'SchNet', 'schnet_reference', 'unpadded_reference', 'check_padding_exact', 'graph_breaks',
+           'GivenGraph']
 
 # %% ../../nbs/05a_schnet.ipynb #cc666fd5
 LOG2 = math.log(2.0)
@@ -127,13 +128,24 @@ class Edges(NamedTuple):
     src: Tensor         # sender of each edge, `[E]`
     dst: Tensor         # receiver of each edge, `[E]`
     inv_degree: Tensor  # 1 / max(in-degree, 1) of each node, `[N]`
+    pair: Tensor|None = None  # pair of each edge (`PaddedBatch.edge_pair`), `[E]`; None: no pairs
 
 def batch_edges(batch:PaddedBatch, dtype=torch.float32) -> Edges:
-    "Senders, receivers and inverse in-degrees of `batch` (padding edges count at the padding node only)."
+    "Senders, receivers, inverse in-degrees and edge pairs of `batch` (padding edges count at the padding node only)."
     src, dst = batch.edge_index
     ones = torch.ones_like(dst, dtype=dtype)
     deg = torch.zeros(len(batch.z), dtype=dtype, device=dst.device).index_add_(0, dst, ones)
-    return Edges(src, dst, 1/deg.clamp_min(1))
+    return Edges(src, dst, 1/deg.clamp_min(1), getattr(batch, 'edge_pair', None))
+
+def per_edge(x:Tensor, # one row per edge pair, `[U, ...]` (per edge when `edges.pair` is None)
+             edges:Edges) -> Tensor:
+    "One row per edge, `[E, ...]`: each edge reads the row of its pair."
+    return x if edges.pair is None else x.index_select(0, edges.pair)
+
+def pair_lengths(batch:PaddedBatch, dtype=torch.float32) -> Tensor:
+    "Length of one edge of each pair, `[U]` (of each edge, `[E]`, when the batch has no pairs)."
+    d = safe_norm(batch.edge_vec().to(dtype))
+    return d if batch.pair_edge is None else d.index_select(0, batch.pair_edge)
 
 def aggregate_sum(messages:Tensor, # one message per edge, `[E, ...]`
                   edges:Edges) -> Tensor:
@@ -157,7 +169,7 @@ class MeanReadout(nn.Module):
 
 # %% ../../nbs/05a_schnet.ipynb #8ff6ea0c
 class SchNetInteraction(nn.Module):
-    "One SchNet step: continuous filter from the RBF, message `W * (h_sender B)`, mean, residual MLP update."
+    "One SchNet step: continuous filter from the RBF (once per edge pair), message `W * (h_sender B)`, mean, update."
     def __init__(self, n_feat:int=64, # C
                  n_rbf:int=150): # edge input features
         super().__init__()
@@ -165,9 +177,9 @@ class SchNetInteraction(nn.Module):
         self.lin = nn.Linear(n_feat, n_feat, bias=False)
         self.update = mlp(n_feat, [n_feat, n_feat])
     def forward(self, h:Tensor, # node features, `[N, C]`
-                e:Tensor, # edge features, `[E, n_rbf]`
+                e:Tensor, # edge features of each edge pair, `[U, n_rbf]` (of each edge without pairs)
                 edges:Edges) -> Tensor: # `batch_edges` of the batch
-        m = self.filter(e) * self.lin(h)[edges.src]
+        m = per_edge(self.filter(e), edges) * self.lin(h).index_select(0, edges.src)
         return h + self.update(aggregate_mean(m, edges))
 
 class DistanceModel(nn.Module):
@@ -186,10 +198,9 @@ class DistanceModel(nn.Module):
         "Block `i` of `n_steps`."
         raise NotImplementedError
     def encode(self, batch:PaddedBatch) -> tuple:
-        "Node features `[N, C]`, edge features `[E, k_max]` and `Edges` of `batch`, each computed once per batch."
+        "Node features `[N, C]`, edge features of each edge pair `[U, k_max]` and `Edges`, once per batch."
         dtype = self.embed.lin.weight.dtype
-        e = self.rbf(safe_norm(batch.edge_vec().to(dtype)))
-        return self.embed(batch.z), e, batch_edges(batch, dtype)
+        return self.embed(batch.z), self.rbf(pair_lengths(batch, dtype)), batch_edges(batch, dtype)
 
 class SchNet(DistanceModel):
     "The study's SchNet: species embedding, `n_steps` interactions with own weights, mean readout: `[G]`."

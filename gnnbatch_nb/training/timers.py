@@ -4,7 +4,7 @@
 
 # %% ../../nbs/06a_timers.ipynb #dec6686f
 from __future__ import annotations
-import contextlib, os, time
+import contextlib, ctypes, os, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -16,9 +16,9 @@ from torch._inductor.utils import clear_caches
 from ..loading import PaddedBatch
 
 # %% auto #0
-__all__ = ['COMPILE_MODES', 'sync', 'usable_cores', 'StepTimer', 'static_config', 'compile_model', 'compile_stats',
-           'reset_compile_counters', 'CompileCounter', 'distinct_shape_batches', 'count_compiles', 'compile_cache',
-           'time_training_steps', 'timing_table']
+__all__ = ['M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'COMPILE_MODES', 'sync', 'usable_cores', 'keep_freed_memory', 'minor_faults',
+           'StepTimer', 'static_config', 'compile_model', 'compile_stats', 'reset_compile_counters', 'CompileCounter',
+           'distinct_shape_batches', 'count_compiles', 'compile_cache', 'time_training_steps', 'timing_table']
 
 # %% ../../nbs/06a_timers.ipynb #69509f86
 def sync(device=None, # a `torch.device`, a string such as 'cuda:0' or 'cpu', or None (the current CUDA device if any)
@@ -35,6 +35,24 @@ def usable_cores() -> int:
     "The cores this process may run on: its CPU affinity where the OS has one, else `os.cpu_count()`."
     try: return len(os.sched_getaffinity(0))
     except (AttributeError, OSError): return os.cpu_count() or 1
+
+# %% ../../nbs/06a_timers.ipynb #c81b8d70
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3       # glibc's mallopt parameters (<malloc.h>)
+
+def keep_freed_memory(limit:int=1 << 30, # blocks up to this many bytes are kept for reuse
+                     ) -> bool:
+    "Make glibc's `malloc` keep freed blocks below `limit` for reuse, not return them to the kernel (False: no glibc)."
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be a number of bytes >= 0, not {limit!r}")
+    try: libc = ctypes.CDLL('libc.so.6')
+    except OSError: return False
+    return all(libc.mallopt(p, limit) == 1 for p in (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD))
+
+def minor_faults() -> int:
+    "Minor page faults of this process so far (0 where the `resource` module is missing)."
+    try: import resource
+    except ImportError: return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 # %% ../../nbs/06a_timers.ipynb #fc6ac9fe
 class StepTimer:
