@@ -5,6 +5,7 @@
 # %% ../../nbs/08e_bench_step.ipynb #e3aa7e72
 from __future__ import annotations
 import copy, json, os, tempfile, time
+from dataclasses import replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -13,21 +14,23 @@ from torch import nn, Tensor
 from torch_geometric.utils import scatter
 from torch_geometric.nn import global_mean_pool
 from torch_geometric.nn.models import SchNet as PyGSchNet
-from ..graphs import GraphStore
+from ..graphs import GraphStore, check_writable
 from ..data.datasets import load_dataset, train_indices
 from ..batching.registry import make_plan
 from ..loading import PaddedBatch, collate
-from ..models.schnet import GivenGraph, schnet_reference
+from ..models.schnet import GivenGraph
 from ..models.painn import cosine_cutoff, sinc_rbf
 from ..models.registry import make_model, masked_mse, dataset_species
 from ..training.timers import compile_cache, usable_cores
 from ..measure.machine import machine_info, save_machine, in_fresh_process
+from ..measure.steps import median_ci
+
 
 # %% auto #0
-__all__ = ['PLAIN', 'COMPILED', 'N_BATCHES', 'plain_schnet', 'plain_mpeu', 'plain_painn', 'Forward', 'PyGSchNetForward',
-           'busy_processes', 'idle_check', 'step_batches', 'Runner', 'make_runners', 'timed_rounds', 'step_flops',
-           'matmul_gflops', 'profile_steps', 'schnet_profiles', 'bench_threads', 'summarise_steps', 'default_threads',
-           'run_step_benchmark', 'load_step_benchmark']
+__all__ = ['PLAIN', 'COMPILED', 'N_BATCHES', 'PROFILED', 'plain_schnet', 'plain_mpeu', 'plain_painn', 'Forward',
+           'PyGSchNetForward', 'busy_processes', 'idle_check', 'step_batches', 'Runner', 'without_pairs',
+           'make_runners', 'timed_rounds', 'step_flops', 'matmul_gflops', 'profile_steps', 'model_profiles',
+           'bench_threads', 'summarise_steps', 'default_threads', 'run_step_benchmark', 'load_step_benchmark']
 
 # %% ../../nbs/08e_bench_step.ipynb #0454bc1b
 def _species(model:nn.Module, b:PaddedBatch) -> Tensor:
@@ -147,21 +150,26 @@ class Runner:
 
 # %% ../../nbs/08e_bench_step.ipynb #025136a0
 COMPILED = dict(schnet=('dynamic', 'packing'), mpeu=('dynamic',), painn=('dynamic',))  # one-shape algorithms compiled
-N_BATCHES = dict(schnet=8, mpeu=6, painn=3)   # batches timed per round (PaiNN's step is ~20x SchNet's)
+N_BATCHES = dict(schnet=8, mpeu=6, painn=3)   # batches timed per round (PaiNN's step is ~10x SchNet's)
 
 def _ours(net:nn.Module, mode:str) -> nn.Module:
     "A copy of `net`, eager or compiled with one shape (`dynamic=False`)."
     net = copy.deepcopy(net)
     return net if mode == 'eager' else torch.compile(net, dynamic=False)
 
+def without_pairs(batches:list) -> list:
+    "The batches with `edge_pair` and `pair_edge` removed: the models then run every edge's filter on its own."
+    return [replace(b, edge_pair=None, pair_edge=None) for b in batches]
+
 def make_runners(store:GraphStore, model:str, # the dataset and 'schnet', 'mpeu' or 'painn'
                  compiled:bool=True, # also the compiled contenders
                  seed:int=0, batch_size:int=32) -> list:
-    "The contenders for `model`: ours (dynamic, packing; eager and compiled), plain PyG (and PyG's `SchNet`)."
+    "The contenders for `model`: ours (dynamic, packing; eager and compiled; per edge), plain PyG (and PyG's `SchNet`)."
     torch.manual_seed(seed)
     net, n = make_model(model, dataset_species(store)), N_BATCHES[model]
     bs = {a: step_batches(store, a, n, batch_size, seed) for a in ('dynamic', 'packing', 'concat')}
     runs = [Runner(f'ours {a}', 'eager', _ours(net, 'eager'), bs[a]) for a in ('dynamic', 'packing')]
+    runs.append(Runner('ours dynamic per edge', 'eager', _ours(net, 'eager'), without_pairs(bs['dynamic'])))
     runs += [Runner(f'ours {a}', 'compiled', _ours(net, 'compiled'), bs[a]) for a in COMPILED[model] if compiled]
     runs.append(Runner('plain PyG', 'eager', Forward(PLAIN[model], copy.deepcopy(net)), bs['concat']))
     if model == 'schnet' and compiled:
@@ -171,16 +179,31 @@ def make_runners(store:GraphStore, model:str, # the dataset and 'schnet', 'mpeu'
     return runs
 
 # %% ../../nbs/08e_bench_step.ipynb #94caaf96
-def timed_rounds(runners:list, rounds:int=3, log=print) -> pd.DataFrame:
-    "Warm every runner up (its compile), then `rounds` rounds of each runner's batches, peers side by side."
-    rows, first = [], {}
+def _first_steps(runners:list) -> dict:
+    "Seconds of each runner's first step (its compile, for compiled ones), by `id`."
+    first = {}
     for r in runners:
         t0 = time.perf_counter(); r.step(r.batches[0]); first[id(r)] = time.perf_counter() - t0
+    return first
+
+def _interleaved(runners:list, n:int, k:int, record=None):
+    "One round: each batch index `j < n` stepped by every runner in turn (a different first runner each time)."
+    for j in range(n):
+        s = (k * n + j) % len(runners)
+        for r in runners[s:] + runners[:s]:
+            t0 = time.perf_counter(); r.step(r.batches[j]); t = time.perf_counter() - t0
+            if record: record(r, k, j, t)
+
+def timed_rounds(runners:list, rounds:int=3, log=print,
+                 warmup:int=1) -> pd.DataFrame: # untimed rounds first (the allocator's heap settles)
+    "Warm every runner up, then `rounds` rounds: each batch index stepped by every runner in turn; a row per step."
+    rows, first, n = [], _first_steps(runners), min(len(r.batches) for r in runners)
+    for k in range(warmup): _interleaved(runners, n, k)
+    def record(r, k, j, t):
+        rows.append(dict(runner=r.name, mode=r.mode, round=k, batch=j, step_ms=1e3*t, first_step_s=first[id(r)],
+                         **dict(zip('NEG', r.batches[j].shape))))
     for k in range(rounds):
-        for r in runners[k % len(runners):] + runners[:k % len(runners)]:     # a different order each round
-            ts = r.time_steps()
-            rows.append(dict(runner=r.name, mode=r.mode, round=k, median_ms=1e3*float(np.median(ts)),
-                             first_step_s=first[id(r)], **dict(zip('NEG', np.mean([b.shape for b in r.batches], 0)))))
+        _interleaved(runners, n, k, record)
         if log: log(f"round {k + 1}/{rounds} done")
     return pd.DataFrame(rows)
 
@@ -199,51 +222,61 @@ def matmul_gflops(n:int=10_304, k:int=150, m:int=192, repeat:int=9) -> float:
 
 # %% ../../nbs/08e_bench_step.ipynb #83d5a530
 def profile_steps(runner:Runner, steps:int=4) -> pd.DataFrame:
-    "torch.profiler's key averages of `steps` training steps: op, self CPU ms and calls per step, slowest first."
+    "torch.profiler's key averages of `steps` training steps (after as many untimed): op, self CPU ms, calls per step."
     from torch.profiler import profile, ProfilerActivity
-    runner.step(runner.batches[0])
+    for k in range(steps): runner.step(runner.batches[k % len(runner.batches)])
     with profile(activities=[ProfilerActivity.CPU]) as p:
         for k in range(steps): runner.step(runner.batches[k % len(runner.batches)])
     rows = [dict(op=e.key, self_ms=e.self_cpu_time_total/1e3/steps, calls=e.count/steps) for e in p.key_averages()]
     return pd.DataFrame(rows).sort_values('self_ms', ascending=False).reset_index(drop=True)
 
-def schnet_profiles(store:GraphStore, steps:int=4, seed:int=0) -> pd.DataFrame:
-    "Profiles of SchNet's eager step on the same dynamic batches: `before` (`schnet_reference`) and `after`."
+PROFILED = ('plain PyG', 'per edge', 'per pair')   # the versions `model_profiles` profiles
+
+def model_profiles(store:GraphStore, model:str='schnet', steps:int=4, seed:int=0) -> pd.DataFrame:
+    "Profiles of `model`'s eager step: plain PyG (unpadded), ours on dynamic batches per edge and per edge pair."
     torch.manual_seed(seed)
-    net, bs = make_model('schnet', dataset_species(store)), step_batches(store, 'dynamic', steps, seed=seed)
-    before = Runner('before', 'eager', Forward(schnet_reference, copy.deepcopy(net)), bs)
-    after = Runner('after', 'eager', copy.deepcopy(net), bs)
-    return pd.concat([profile_steps(r, steps).assign(version=r.name) for r in (before, after)], ignore_index=True)
+    net, bs = make_model(model, dataset_species(store)), step_batches(store, 'dynamic', steps, seed=seed)
+    runs = [Runner('plain PyG', 'eager', Forward(PLAIN[model], copy.deepcopy(net)),
+                   step_batches(store, 'concat', steps, seed=seed)),
+            Runner('per edge', 'eager', copy.deepcopy(net), without_pairs(bs)),
+            Runner('per pair', 'eager', copy.deepcopy(net), bs)]
+    return pd.concat([profile_steps(r, steps).assign(version=r.name, model=model) for r in runs], ignore_index=True)
 
 # %% ../../nbs/08e_bench_step.ipynb #8c43f13a
 def bench_threads(source, # a dataset name or a `GraphStore`
                   models=('schnet', 'mpeu', 'painn'), compiled:bool=True, rounds:int=3,
-                  profile:bool=False, # also SchNet's before/after profiles
+                  profile:bool=False, # also each model's profiles (`model_profiles`)
                   log=None) -> dict:
-    "Every model's contenders at this process's thread count: per-round `steps`, `flops`, `gflops`, `profiles`."
+    "Every model's contenders at this process's thread count: per-step `steps`, `flops`, `gflops`, `profiles`."
     store = load_dataset(source) if isinstance(source, str) else source
     steps, flops = [], []
     with torch._dynamo.config.patch(recompile_limit=64):
         for m in models:
             runs = make_runners(store, m, compiled)
             steps.append(timed_rounds(runs, rounds, log).assign(model=m))
-            flops += [dict(model=m, runner=r.name, flops=step_flops(r)) for r in runs[:2]]
+            flops += [dict(model=m, runner=r.name, flops=step_flops(r)) for r in runs[:3]]
+    profiles = pd.concat([model_profiles(store, m) for m in models], ignore_index=True) if profile else None
     return dict(steps=pd.concat(steps, ignore_index=True).assign(threads=torch.get_num_threads()),
-                flops=pd.DataFrame(flops), gflops=matmul_gflops(), threads=torch.get_num_threads(),
-                profiles=schnet_profiles(store) if profile else None)
+                flops=pd.DataFrame(flops), gflops=matmul_gflops(), threads=torch.get_num_threads(), profiles=profiles)
 
-def summarise_steps(steps:pd.DataFrame, # per-round rows of `bench_threads` (all thread counts)
+def _ratio_ci(x) -> tuple:
+    "The 95% bootstrap interval of the median ratio."
+    return median_ci(np.asarray(x, float))
+
+def summarise_steps(steps:pd.DataFrame, # per-step rows of `bench_threads` (all thread counts)
                     flops:pd.DataFrame, # FLOPs of one step of each eager runner of ours
                     gflops:dict, # threads -> measured matmul GFLOP/s
                    ) -> pd.DataFrame:
-    "Median step, its ratio to plain PyG eager (same model, threads and round) and the matmul floor per contender."
+    "Median and mean step, the median ratio to plain PyG eager's step beside it (with a 95% interval), the floor."
     plain = steps[(steps.runner == 'plain PyG') & (steps['mode'] == 'eager')]
-    j = steps.merge(plain[['model', 'threads', 'round', 'median_ms']].rename(columns={'median_ms': 'plain_ms'}))
-    j['ratio'] = j.median_ms / j.plain_ms
-    keys = ['model', 'runner', 'mode', 'threads']
-    s = j.groupby(keys, sort=False).agg(median_ms=('median_ms', 'median'), ratio_to_plain=('ratio', 'median'),
-                                       first_step_s=('first_step_s', 'first'), N=('N', 'first'), E=('E', 'first'),
-                                       G=('G', 'first')).reset_index()
+    j = steps.merge(plain[['model', 'threads', 'round', 'batch', 'step_ms']].rename(columns={'step_ms': 'plain_ms'}))
+    j['ratio'] = j.step_ms / j.plain_ms
+    g = j.groupby(['model', 'runner', 'mode', 'threads'], sort=False)
+    s = g.agg(median_ms=('step_ms', 'median'), mean_ms=('step_ms', 'mean'), ratio_to_plain=('ratio', 'median'),
+              steps=('step_ms', 'size'), first_step_s=('first_step_s', 'first'), N=('N', 'mean'), E=('E', 'mean'),
+              G=('G', 'mean')).reset_index()
+    ci = g.ratio.apply(_ratio_ci).reset_index(drop=True)
+    s['ratio_low'], s['ratio_high'] = [c[0] for c in ci], [c[1] for c in ci]
     s = s.merge(flops, on=['model', 'runner'], how='left')
     s['floor_ms'] = 1e3 * s.flops / (s.threads.map(gflops) * 1e9)
     return s
@@ -253,12 +286,26 @@ def default_threads() -> tuple:
     return tuple(sorted({1, usable_cores()}))
 
 # %% ../../nbs/08e_bench_step.ipynb #fe8ff90e
-def run_step_benchmark(out='results/step', # folder for `steps.csv`, `summary.csv`, `profile_schnet.csv`, `machine.json`
+def _save_step_results(out:Path, res:list, checks:list, settings:dict) -> None:
+    "Write `steps.csv`, `summary.csv`, `profiles.csv` and `machine.json` of a benchmark run."
+    steps = pd.concat([r['steps'] for r in res], ignore_index=True)
+    flops = pd.concat([r['flops'] for r in res]).groupby(['model', 'runner'], as_index=False).flops.first()
+    summary = summarise_steps(steps, flops, {r['threads']: r['gflops'] for r in res})
+    idle = all(c['idle'] for c in checks)
+    summary['machine_idle'] = idle
+    out.mkdir(parents=True, exist_ok=True)
+    steps.to_csv(out/'steps.csv', index=False); summary.to_csv(out/'summary.csv', index=False)
+    if res[0]['profiles'] is not None: res[0]['profiles'].to_csv(out/'profiles.csv', index=False)
+    save_machine(out, machine_info(), dict(settings, idle=idle, idle_checks=checks,
+                                           gflops={str(r['threads']): r['gflops'] for r in res}))
+
+def run_step_benchmark(out='results/step', # folder for `steps.csv`, `summary.csv`, `profiles.csv`, `machine.json`
                        dataset:str='qm9', models=('schnet', 'mpeu', 'painn'),
                        threads=None, # thread counts, each in a fresh process (default `default_threads()`)
                        compiled:bool=True, rounds:int=3, log=print) -> dict:
     "Time every model's training step beside plain PyG at each thread count; write and return the results."
     threads, checks, res = tuple(threads or default_threads()), [], []
+    out = check_writable(out, 'out')
     with tempfile.TemporaryDirectory(prefix='gnnbatch_step_') as d, compile_cache(d):   # cold for the first run
         for t in threads:
             checks.append(dict(before_threads=t, **idle_check()))
@@ -268,23 +315,15 @@ def run_step_benchmark(out='results/step', # folder for `steps.csv`, `summary.cs
             res.append(r)
             if log: log(f"{t} thread(s) done")
     checks.append(dict(before_threads=None, **idle_check()))
-    steps = pd.concat([r['steps'] for r in res], ignore_index=True)
-    summary = summarise_steps(steps, pd.concat([r['flops'].assign(threads=r['threads']) for r in res]).groupby(
-        ['model', 'runner'], as_index=False).flops.first(), {r['threads']: r['gflops'] for r in res})
-    idle = all(c['idle'] for c in checks)
-    summary['machine_idle'] = idle
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    steps.to_csv(out/'steps.csv', index=False); summary.to_csv(out/'summary.csv', index=False)
-    res[0]['profiles'].to_csv(out/'profile_schnet.csv', index=False)
-    save_machine(out, machine_info(), dict(dataset=dataset, models=list(models), threads=list(threads), rounds=rounds,
-                                           compiled=compiled, batch_size=32, idle=idle, idle_checks=checks,
-                                           gflops={str(r['threads']): r['gflops'] for r in res}))
+    _save_step_results(out, res, checks, dict(dataset=dataset, models=list(models), threads=list(threads),
+                                              rounds=rounds, compiled=compiled, batch_size=32))
     return load_step_benchmark(out)
 
 def load_step_benchmark(path='results/step') -> dict|None:
     "The committed step benchmark: `summary`, `steps`, `profiles` DataFrames and `machine` (None if absent)."
     path = Path(path)
     if not (path/'summary.csv').exists(): return None
+    prof = path/'profiles.csv'
     return dict(summary=pd.read_csv(path/'summary.csv'), steps=pd.read_csv(path/'steps.csv'),
-                profiles=pd.read_csv(path/'profile_schnet.csv'),
+                profiles=pd.read_csv(prof) if prof.exists() else None,
                 machine=json.loads((path/'machine.json').read_text()))
