@@ -24,7 +24,7 @@ from ..measure.steps import from_pyg
 from ..measure.costmodel import fit_step_cost
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'NaiveTrainer', 'BenchSpec', 'measure_run', 'bench_specs', 'summary_table', 'scaling',
+__all__ = ['RUN_KEYS', 'SUMMARY_COLUMNS', 'NaiveTrainer', 'BenchSpec', 'measure_run', 'bench_specs', 'summary_table', 'scaling',
            'run_distributed_benchmark', 'load_distributed_results', 'project_ranks']
 
 # %% ../../nbs/08d_bench_distributed.ipynb #79621173
@@ -59,59 +59,93 @@ class BenchSpec:
     seed: int = 0
     limit: int|None = None   # only the first `limit` graphs of the dataset
     timeout_s: float = 400   # the run's processes are killed after this long
+    independent: bool = False  # `world_size` one-process trainings at once, no all-reduce: the machine's ceiling
+    rep: int = 0             # repetition of the benchmark's sequence this run belongs to
 
 def _bench_rank(rank:int, world_size:int, init_method:str, spec:BenchSpec) -> pd.DataFrame:
-    "Body of a measured rank: train `spec.steps` steps and return every rank's per-step records (on rank 0)."
+    "Body of a measured process: train `spec.steps` steps; every process's per-step records (on rank 0)."
     torch.set_num_threads(spec.threads)
-    with process_group(rank, world_size, torch.device('cpu'), init_method):
+    with process_group(rank, world_size, torch.device('cpu'), init_method):   # independent copies: gathering only
         store = load_dataset(spec.dataset)
         if spec.limit: store = store.subset(np.arange(min(spec.limit, store.n_graph)))
         cfg = TrainConfig(model=spec.model, algorithm='concat' if spec.algorithm == 'naive' else spec.algorithm,
                           batch_size=spec.batch_size, seed=spec.seed, compile=spec.mode)
-        t = (NaiveTrainer if spec.algorithm == 'naive' else DistributedTrainer)(store, cfg, 'cpu', rank, world_size)
+        who = (0, 1) if spec.independent else (rank, world_size)          # an independent copy trains alone
+        t = (NaiveTrainer if spec.algorithm == 'naive' else DistributedTrainer)(store, cfg, 'cpu', *who)
         t0 = time.perf_counter(); t.fit(spec.steps, progress=False); wall = time.perf_counter() - t0
-        rec = pd.concat(all_ranks(t.step_records(spec.steps)), ignore_index=True)
-    return rec.assign(wall_s=wall)                           # the ranks move in lockstep: rank 0's wall time
+        rec = pd.concat(all_ranks(t.step_records(spec.steps).assign(rank=rank)), ignore_index=True)
+    return rec.assign(wall_s=wall)                           # DDP ranks move in lockstep: rank 0's wall time
 
 # %% ../../nbs/08d_bench_distributed.ipynb #f4866d0b
 def measure_run(spec:BenchSpec) -> pd.DataFrame:
-    "Per-step records of every rank of `spec`, measured in `spec.world_size` new processes (new ones even for one)."
+    "Per-step records of every process of `spec`, measured in `spec.world_size` new processes (new ones even for one)."
     rec = spawn_ranks(_bench_rank, (spec,), spec.world_size, timeout_s=spec.timeout_s)
-    return rec.assign(algorithm=spec.algorithm, mode=spec.mode, world_size=spec.world_size)
+    return rec.assign(algorithm=spec.algorithm, mode=spec.mode, world_size=spec.world_size,
+                      independent=spec.independent, rep=spec.rep)
+
+def _kinds(a:str, m:str, world_sizes) -> list:
+    "(world size, independent) of the runs of one algorithm and mode: one process, then per W independent and DDP."
+    out = [(1, False)]
+    for W in (w for w in world_sizes if w > 1):
+        out += ([] if (a, m) == ('static-64', 'compiled') else [(W, True)]) + [(W, False)]
+    return out
 
 def bench_specs(steps_eager:int=50,         # steps of every eager run
                 steps_compiled:int=25,      # steps of a compiled one-shape run (dynamic, packing)
                 steps_static_compiled:int=2, # steps of compiled static-64: nearly every step a new shape to compile
+                reps:int=2,                 # repetitions of the eager runs (compiled ones run once)
                 world_sizes=(1, 2), **kw    # process counts, and `BenchSpec` fields (batch_size, limit, ...)
                ) -> list:
-    "The benchmark's runs: dynamic, packing, static-64 eager and compiled, and the naive loader eager, per world size."
+    "The runs: per algorithm and mode, 1 process, then W independent ones and W with DDP, back to back; `reps` times."
     steps = {('static-64', 'compiled'): steps_static_compiled}
     pairs = [(a, m) for a in ('dynamic', 'packing', 'static-64') for m in ('eager', 'compiled')] + [('naive', 'eager')]
-    return [BenchSpec(a, m, W, steps.get((a, m), steps_eager if m == 'eager' else steps_compiled), **kw)
-            for W in world_sizes for a, m in pairs]
+    return [BenchSpec(a, m, W, steps.get((a, m), steps_eager if m == 'eager' else steps_compiled),
+                      independent=ind, rep=r, **kw)
+            for r in range(reps) for a, m in pairs if m == 'eager' or r == 0 for W, ind in _kinds(a, m, world_sizes)]
 
 # %% ../../nbs/08d_bench_distributed.ipynb #e162b50c
-def summary_table(records:pd.DataFrame # per-step records of `measure_run`s (with algorithm, mode, world_size)
+RUN_KEYS = ['algorithm', 'mode', 'world_size', 'independent', 'rep']   # what names one measured run
+
+def _run_summary(g:pd.DataFrame) -> dict:
+    "`summarise_run` of one run; for independent copies (not in step) the steady rates of the copies add up."
+    s = summarise_run(g, float(g.wall_s.iloc[0]))
+    if g.independent.iloc[0]:
+        per = [summarise_run(r, float(g.wall_s.iloc[0])) for _, r in g.groupby('rank')]
+        s['steady_graphs_per_s'] = sum(q['steady_graphs_per_s'] for q in per)
+        s['steady_steps_per_s'] = float(np.mean([q['steady_steps_per_s'] for q in per]))
+    return s
+
+def summary_table(records:pd.DataFrame # per-step records of `measure_run`s
                  ) -> pd.DataFrame:
     "One row per run: steps/s, graphs/s (all steps and without compile steps), all-reduce wait, compilations."
     rows = []
-    for (a, m, W), g in records.groupby(['algorithm', 'mode', 'world_size'], sort=False):
-        s = summarise_run(g, float(g.wall_s.iloc[0]))
-        rows.append(dict(algorithm=a, mode=m, world_size=W, **{k: s[k] for k in SUMMARY_COLUMNS},
+    for key, g in records.groupby(RUN_KEYS, sort=False):
+        s = _run_summary(g)
+        rows.append(dict(zip(RUN_KEYS, key), **{k: s[k] for k in SUMMARY_COLUMNS},
                          compiles_per_rank=max(s['compiles_per_rank'])))
     return pd.DataFrame(rows)
 
 SUMMARY_COLUMNS = ('steps', 'graphs', 'wall_s', 'steps_per_s', 'graphs_per_s', 'steady_steps_per_s',
                    'steady_graphs_per_s', 'wait_median_s', 'wait_p95_s')
 
-def scaling(table:pd.DataFrame) -> pd.DataFrame:
-    "Per algorithm and mode: steady graphs/s of 2 processes over 1, and the 2-process all-reduce wait."
-    t = table.set_index(['algorithm', 'mode', 'world_size'])
-    one, two = t.xs(1, level='world_size'), t.xs(2, level='world_size')
-    both = one.index.intersection(two.index, sort=False); one, two = one.loc[both], two.loc[both]
-    return pd.DataFrame(dict(graphs_per_s_1=one.steady_graphs_per_s, graphs_per_s_2=two.steady_graphs_per_s,
-                             speedup=two.steady_graphs_per_s / one.steady_graphs_per_s,
-                             wait_median_ms=1e3 * two.wait_median_s, wait_p95_ms=1e3 * two.wait_p95_s)).reset_index()
+def _per_rep(table:pd.DataFrame, W:int, independent:bool, col:str) -> pd.Series:
+    "Column `col` of the runs with `W` processes (independent or DDP), by (algorithm, mode, rep)."
+    t = table[(table.world_size == W) & (table.independent == independent)]
+    return t.set_index(['algorithm', 'mode', 'rep'])[col]
+
+def scaling(table:pd.DataFrame, W:int=2) -> pd.DataFrame:
+    "Per algorithm and mode, medians over repetitions: graphs/s of 1, W independent and W DDP processes; speedups."
+    one, ddp = _per_rep(table, 1, False, 'steady_graphs_per_s'), _per_rep(table, W, False, 'steady_graphs_per_s')
+    ind = _per_rep(table, W, True, 'steady_graphs_per_s').reindex(one.index)
+    df = pd.DataFrame(dict(graphs_per_s_1=one, graphs_per_s_independent=ind, graphs_per_s_ddp=ddp)).dropna(
+        subset=['graphs_per_s_1', 'graphs_per_s_ddp'])
+    df['speedup'] = df.graphs_per_s_ddp / df.graphs_per_s_1            # ratios within one repetition
+    df['ceiling'] = df.graphs_per_s_independent / df.graphs_per_s_1
+    df['wait_median_ms'] = 1e3 * _per_rep(table, W, False, 'wait_median_s')
+    df['wait_p95_ms'] = 1e3 * _per_rep(table, W, False, 'wait_p95_s')
+    out = df.groupby(level=['algorithm', 'mode'], sort=False).median().assign(reps=df.groupby(
+        level=['algorithm', 'mode'], sort=False).size())
+    return out.assign(of_ceiling=out.speedup / out.ceiling).reset_index()
 
 # %% ../../nbs/08d_bench_distributed.ipynb #fa927212
 def run_distributed_benchmark(out='results/distributed', # folder for steps.csv, summary.csv, machine.json

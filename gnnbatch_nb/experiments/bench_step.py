@@ -221,14 +221,20 @@ def matmul_gflops(n:int=10_304, k:int=150, m:int=192, repeat:int=9) -> float:
     return 2*n*k*m / float(np.median(ts)) / 1e9
 
 # %% ../../nbs/08e_bench_step.ipynb #83d5a530
-def profile_steps(runner:Runner, steps:int=4) -> pd.DataFrame:
-    "torch.profiler's key averages of `steps` training steps (after as many untimed): op, self CPU ms, calls per step."
+def profile_steps(runners:list, steps:int=4) -> pd.DataFrame:
+    "torch.profiler's key averages per runner (`version`): op, self CPU ms and calls per step, one step of each in turn."
     from torch.profiler import profile, ProfilerActivity
-    for k in range(steps): runner.step(runner.batches[k % len(runner.batches)])
-    with profile(activities=[ProfilerActivity.CPU]) as p:
-        for k in range(steps): runner.step(runner.batches[k % len(runner.batches)])
-    rows = [dict(op=e.key, self_ms=e.self_cpu_time_total/1e3/steps, calls=e.count/steps) for e in p.key_averages()]
-    return pd.DataFrame(rows).sort_values('self_ms', ascending=False).reset_index(drop=True)
+    for k in range(steps):                                   # untimed: the heap settles
+        for r in runners: r.step(r.batches[k % len(r.batches)])
+    acc = {r.name: {} for r in runners}
+    for k in range(steps):
+        for r in runners:
+            with profile(activities=[ProfilerActivity.CPU]) as p: r.step(r.batches[k % len(r.batches)])
+            for e in p.key_averages():
+                t = acc[r.name].setdefault(e.key, [0.0, 0]); t[0] += e.self_cpu_time_total; t[1] += e.count
+    rows = [dict(version=v, op=op, self_ms=t[0]/1e3/steps, calls=t[1]/steps)
+            for v, a in acc.items() for op, t in a.items()]
+    return pd.DataFrame(rows).sort_values(['version', 'self_ms'], ascending=[True, False]).reset_index(drop=True)
 
 PROFILED = ('plain PyG', 'per edge', 'per pair')   # the versions `model_profiles` profiles
 
@@ -240,7 +246,7 @@ def model_profiles(store:GraphStore, model:str='schnet', steps:int=4, seed:int=0
                    step_batches(store, 'concat', steps, seed=seed)),
             Runner('per edge', 'eager', copy.deepcopy(net), without_pairs(bs)),
             Runner('per pair', 'eager', copy.deepcopy(net), bs)]
-    return pd.concat([profile_steps(r, steps).assign(version=r.name, model=model) for r in runs], ignore_index=True)
+    return profile_steps(runs, steps).assign(model=model)
 
 # %% ../../nbs/08e_bench_step.ipynb #8c43f13a
 def bench_threads(source, # a dataset name or a `GraphStore`

@@ -45,10 +45,11 @@ class PaiNNMessage(nn.Module):
                 fc:Tensor, # cutoff times edge mask of each edge pair, `[U]`
                 unit:Tensor, # edge directions, `[E, 3]`
                 edges:Edges) -> tuple: # `batch_edges` of the batch
-        x = self.phi(s).index_select(0, edges.src) * per_edge(self.filter(rbf) * fc[:, None], edges)   # [E, 3F]
-        ds, dvs, dvv = x.split(self.n_feat, dim=-1)
+        k = (2 if v is None else 3) * self.n_feat       # no vectors yet: dvv would multiply 0, so it is left out
+        x = self.phi(s)[:, :k].index_select(0, edges.src) * per_edge(self.filter(rbf)[:, :k] * fc[:, None], edges)
+        ds, dvs, *dvv = x.split(self.n_feat, dim=-1)                              # [E, F] each
         dv = dvs[:, None, :]*unit[:, :, None]                                     # [E, 3, F]
-        if v is not None: dv = torch.addcmul(dv, dvv[:, None, :], v.index_select(0, edges.src))
+        if v is not None: dv = torch.addcmul(dv, dvv[0][:, None, :], v.index_select(0, edges.src))
         agg = aggregate_sum if self.aggregation == 'sum' else aggregate_mean
         return s + agg(ds, edges), agg(dv, edges) if v is None else v + agg(dv, edges)
 
