@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch.utils.data.distributed import DistributedSampler
 from torch_geometric.loader import DataLoader
-from ..graphs import GraphStore, GraphDataset
+from ..graphs import GraphStore, GraphDataset, check_writable
 from ..data.datasets import load_dataset
 from ..batching.registry import make_plan
 from ..batching.plan import balanced_shard_plan
@@ -20,12 +21,13 @@ from ..training.train import TrainConfig
 from gnnbatch_nb.training.distributed import (DistributedTrainer, process_group, all_ranks, spawn_ranks,
     summarise_run, RankFailed)
 from ..measure.machine import machine_info, save_machine
-from ..measure.steps import from_pyg
+from ..measure.steps import from_pyg, median_ci
 from ..measure.costmodel import fit_step_cost
 
 # %% auto #0
-__all__ = ['RUN_KEYS', 'SUMMARY_COLUMNS', 'NaiveTrainer', 'BenchSpec', 'measure_run', 'bench_specs', 'summary_table', 'scaling',
-           'run_distributed_benchmark', 'load_distributed_results', 'project_ranks']
+__all__ = ['PHASES', 'RUN_KEYS', 'SUMMARY_COLUMNS', 'NaiveTrainer', 'BenchSpec', 'measure_run', 'bench_specs', 'measure_phases',
+           'phase_scaling', 'summary_table', 'scaling', 'phase_specs', 'run_distributed_benchmark',
+           'load_distributed_results', 'project_ranks']
 
 # %% ../../nbs/08d_bench_distributed.ipynb #79621173
 class NaiveTrainer(DistributedTrainer):
@@ -62,16 +64,24 @@ class BenchSpec:
     independent: bool = False  # `world_size` one-process trainings at once, no all-reduce: the machine's ceiling
     rep: int = 0             # repetition of the benchmark's sequence this run belongs to
 
+def _store_and_config(spec:BenchSpec) -> tuple:
+    "The dataset (its first `limit` graphs) and the `TrainConfig` of `spec`."
+    store = load_dataset(spec.dataset)
+    if spec.limit: store = store.subset(np.arange(min(spec.limit, store.n_graph)))
+    return store, TrainConfig(model=spec.model, algorithm='concat' if spec.algorithm == 'naive' else spec.algorithm,
+                              batch_size=spec.batch_size, seed=spec.seed, compile=spec.mode)
+
+def _trainer(spec:BenchSpec, store:GraphStore, cfg:TrainConfig, rank:int, world_size:int) -> DistributedTrainer:
+    "The trainer of `spec` (`NaiveTrainer` for 'naive') as `rank` of `world_size`."
+    return (NaiveTrainer if spec.algorithm == 'naive' else DistributedTrainer)(store, cfg, 'cpu', rank, world_size)
+
 def _bench_rank(rank:int, world_size:int, init_method:str, spec:BenchSpec) -> pd.DataFrame:
     "Body of a measured process: train `spec.steps` steps; every process's per-step records (on rank 0)."
     torch.set_num_threads(spec.threads)
     with process_group(rank, world_size, torch.device('cpu'), init_method):   # independent copies: gathering only
-        store = load_dataset(spec.dataset)
-        if spec.limit: store = store.subset(np.arange(min(spec.limit, store.n_graph)))
-        cfg = TrainConfig(model=spec.model, algorithm='concat' if spec.algorithm == 'naive' else spec.algorithm,
-                          batch_size=spec.batch_size, seed=spec.seed, compile=spec.mode)
+        store, cfg = _store_and_config(spec)
         who = (0, 1) if spec.independent else (rank, world_size)          # an independent copy trains alone
-        t = (NaiveTrainer if spec.algorithm == 'naive' else DistributedTrainer)(store, cfg, 'cpu', *who)
+        t = _trainer(spec, store, cfg, *who)
         t0 = time.perf_counter(); t.fit(spec.steps, progress=False); wall = time.perf_counter() - t0
         rec = pd.concat(all_ranks(t.step_records(spec.steps).assign(rank=rank)), ignore_index=True)
     return rec.assign(wall_s=wall)                           # DDP ranks move in lockstep: rank 0's wall time
@@ -93,7 +103,7 @@ def _kinds(a:str, m:str, world_sizes) -> list:
 def bench_specs(steps_eager:int=50,         # steps of every eager run
                 steps_compiled:int=25,      # steps of a compiled one-shape run (dynamic, packing)
                 steps_static_compiled:int=2, # steps of compiled static-64: nearly every step a new shape to compile
-                reps:int=2,                 # repetitions of the eager runs (compiled ones run once)
+                reps:int=1,                 # repetitions of the eager runs (compiled ones run once)
                 world_sizes=(1, 2), **kw    # process counts, and `BenchSpec` fields (batch_size, limit, ...)
                ) -> list:
     "The runs: per algorithm and mode, 1 process, then W independent ones and W with DDP, back to back; `reps` times."
@@ -102,6 +112,61 @@ def bench_specs(steps_eager:int=50,         # steps of every eager run
     return [BenchSpec(a, m, W, steps.get((a, m), steps_eager if m == 'eager' else steps_compiled),
                       independent=ind, rep=r, **kw)
             for r in range(reps) for a, m in pairs if m == 'eager' or r == 0 for W, ind in _kinds(a, m, world_sizes)]
+
+# %% ../../nbs/08d_bench_distributed.ipynb #72f1d91e
+PHASES = ('one', 'independent', 'ddp')   # rank 0 alone; both ranks alone at once; both with DDP
+
+def _run_phase(kind:str, rank:int, solo, ddp, steps:int) -> dict:
+    "`steps` steps of phase `kind` between two barriers: this rank's graphs, seconds and all-reduce waits."
+    t = ddp if kind == 'ddp' else solo if kind == 'independent' or rank == 0 else None   # None: it waits
+    dist.barrier(); t0 = time.perf_counter()
+    if t is not None: t.fit(steps, progress=False)
+    seconds = time.perf_counter() - t0
+    dist.barrier()
+    return dict(phase=kind, rank=rank, seconds=seconds,
+                graphs=int(np.asarray(t.step_real)[:, 2].sum()) if t is not None else 0,
+                waits=list(t.allreduce.waits[-steps:]) if kind == 'ddp' else [])
+
+def _phased_rank(rank:int, world_size:int, init_method:str, spec:BenchSpec, cycles:int) -> pd.DataFrame:
+    "Body of each of 2 processes: a warm-up phase of each kind, then `cycles` cycles of the three (rotating order)."
+    torch.set_num_threads(spec.threads)
+    with process_group(rank, world_size, torch.device('cpu'), init_method):
+        store, cfg = _store_and_config(spec)
+        solo, ddp = _trainer(spec, store, cfg, 0, 1), _trainer(spec, store, cfg, rank, world_size)
+        for k in PHASES: _run_phase(k, rank, solo, ddp, 2)
+        rows = [dict(cycle=c, **_run_phase(k, rank, solo, ddp, spec.steps))
+                for c in range(cycles) for k in PHASES[c % 3:] + PHASES[:c % 3]]
+        rows = sum(all_ranks(rows), [])
+    return pd.DataFrame(rows).assign(algorithm=spec.algorithm, mode=spec.mode)
+
+def measure_phases(spec:BenchSpec, # the algorithm and mode (its `world_size` must be 2); `steps` per phase
+                   cycles:int=8) -> pd.DataFrame:
+    "One row per cycle, phase and rank: graphs trained, seconds, all-reduce waits (DDP phases)."
+    if spec.world_size != 2: raise ValueError(f"measure_phases compares 1 and 2 processes: world_size must be 2")
+    return spawn_ranks(_phased_rank, (spec, cycles), 2, timeout_s=spec.timeout_s)
+
+# %% ../../nbs/08d_bench_distributed.ipynb #b1c08af6
+def _cycle_rates(g:pd.DataFrame) -> dict:
+    "Graphs/s of the three phases of one cycle."
+    ph = {k: d for k, d in g.groupby('phase')}
+    one = ph['one'][ph['one']['rank'] == 0]
+    return dict(one=float(one.graphs.sum() / one.seconds.sum()),
+                independent=float((ph['independent'].graphs / ph['independent'].seconds).sum()),
+                ddp=float(ph['ddp'].graphs.sum() / ph['ddp'].seconds.max()))
+
+def phase_scaling(phases:pd.DataFrame # rows of `measure_phases` (any number of algorithms and modes)
+                 ) -> pd.DataFrame:
+    "Per algorithm and mode: median graphs/s of each phase, the speedup and ceiling (2 over 1) with 95% intervals."
+    out = []
+    for (a, m), g in phases.groupby(['algorithm', 'mode'], sort=False):
+        r = pd.DataFrame([_cycle_rates(c) for _, c in g.groupby('cycle')])
+        sp, ce = r.ddp / r.one, r.independent / r.one
+        waits = 1e3 * np.concatenate([np.asarray(w, float) for w in g[g.phase == 'ddp'].waits])
+        out.append(dict(algorithm=a, mode=m, cycles=len(r), **r.median().add_prefix('graphs_per_s_'),
+                        speedup=sp.median(), speedup_ci=median_ci(sp), ceiling=ce.median(), ceiling_ci=median_ci(ce),
+                        of_ceiling=(sp / ce).median(), wait_median_ms=np.median(waits),
+                        wait_p95_ms=np.percentile(waits, 95)))
+    return pd.DataFrame(out)
 
 # %% ../../nbs/08d_bench_distributed.ipynb #e162b50c
 RUN_KEYS = ['algorithm', 'mode', 'world_size', 'independent', 'rep']   # what names one measured run
@@ -148,40 +213,61 @@ def scaling(table:pd.DataFrame, W:int=2) -> pd.DataFrame:
     return out.assign(of_ceiling=out.speedup / out.ceiling).reset_index()
 
 # %% ../../nbs/08d_bench_distributed.ipynb #fa927212
-def run_distributed_benchmark(out='results/distributed', # folder for steps.csv, summary.csv, machine.json
+def phase_specs(steps:int=10, # steps per phase
+                **kw) -> list: # `BenchSpec` fields
+    "The phased measurements: dynamic, packing, static-64 and the naive loader, eager, on 2 processes."
+    return [BenchSpec(a, 'eager', 2, steps, **kw) for a in ('dynamic', 'packing', 'static-64', 'naive')]
+
+def _measure_all(specs:list, phased:list, cycles:int, log) -> tuple:
+    "Per-step records of `specs`, phase rows of `phased`, and the runs that failed (recorded, the others go on)."
+    t0, parts, phases, failed = time.perf_counter(), [], [], []
+    for s in specs + phased:
+        try:
+            if s in phased: phases.append(measure_phases(s, cycles))
+            else: parts.append(measure_run(s))
+            how = ''
+        except (TimeoutError, RankFailed) as e:
+            failed.append(dict(algorithm=s.algorithm, mode=s.mode, world_size=s.world_size, error=str(e)))
+            how = 'FAILED, '
+        kind = 'phased' if s in phased else f"W={s.world_size}{' independent' if s.independent else ''}"
+        log(f"{s.algorithm:>9} {s.mode:>8} {kind}: {s.steps} steps, {how}{time.perf_counter() - t0:.0f} s so far")
+    return parts, phases, failed
+
+def run_distributed_benchmark(out='results/distributed', # folder for the CSV files and machine.json
                               specs=None,     # the runs (default `bench_specs()`)
+                              phased=None,    # the phased measurements (default `phase_specs()`; [] for none)
+                              cycles:int=8,   # cycles of each phased measurement
                               progress=print  # a function taking a line of text, or None
                              ) -> dict:
-    "Measure every run of `specs` in new processes and write the results; inductor's cache starts empty."
-    specs, log, out = specs or bench_specs(), progress or (lambda s: None), Path(out)
+    "Measure every run of `specs` and `phased` in new processes and write the results; inductor's cache starts empty."
+    specs, log = specs or bench_specs(), progress or (lambda s: None)
+    phased, out, t0 = phase_specs() if phased is None else phased, check_writable(out, 'out'), time.perf_counter()
     old = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
     os.environ['TORCHINDUCTOR_CACHE_DIR'] = tempfile.mkdtemp(prefix='gnnbatch_inductor_')   # inherited by the ranks
-    t0, parts, failed = time.perf_counter(), [], []
-    try:
-        for s in specs:
-            try: parts.append(measure_run(s)); how = ''
-            except (TimeoutError, RankFailed) as e:                  # recorded, and the other runs go on
-                failed.append(dict(algorithm=s.algorithm, mode=s.mode, world_size=s.world_size, error=str(e)))
-                how = 'FAILED, '
-            log(f"{s.algorithm:>9} {s.mode:>8} W={s.world_size}: {s.steps} steps, {how}"
-                f"{time.perf_counter() - t0:.0f} s so far")
+    try: parts, phases, failed = _measure_all(specs, phased, cycles, log)
     finally:
         if old is None: os.environ.pop('TORCHINDUCTOR_CACHE_DIR', None)
         else: os.environ['TORCHINDUCTOR_CACHE_DIR'] = old
     records = pd.concat(parts, ignore_index=True); table = summary_table(records)
-    out.mkdir(parents=True, exist_ok=True)
     records.to_csv(out/'steps.csv', index=False); table.to_csv(out/'summary.csv', index=False)
-    settings = dict(specs=[asdict(s) for s in specs], wall_s=time.perf_counter() - t0, failed=failed,
+    if phases: pd.concat(phases, ignore_index=True).assign(waits=lambda d: d.waits.map(json.dumps)).to_csv(
+        out/'phases.csv', index=False)
+    settings = dict(specs=[asdict(s) for s in specs], phased=[asdict(s) for s in phased], cycles=cycles,
+                    wall_s=time.perf_counter() - t0, failed=failed,
                     inductor_cache='a new empty folder per benchmark, shared by its runs')
     save_machine(out, machine_info(), settings)
-    return dict(records=records, table=table, settings=settings)
+    return load_distributed_results(out)
 
 def load_distributed_results(folder='results/distributed') -> dict|None:
-    "The results written by `run_distributed_benchmark`, or None when the folder has none."
+    "The results written by `run_distributed_benchmark` (`phases` None when absent), or None when there are none."
     folder = Path(folder)
     if not (folder/'summary.csv').exists(): return None
     info = json.loads((folder/'machine.json').read_text())
-    return dict(records=pd.read_csv(folder/'steps.csv'), table=pd.read_csv(folder/'summary.csv'), **info)
+    ph = folder/'phases.csv'
+    phases = pd.read_csv(ph).assign(waits=lambda d: d.waits.map(json.loads)) if ph.exists() else None
+    return dict(records=pd.read_csv(folder/'steps.csv'), table=pd.read_csv(folder/'summary.csv'), phases=phases,
+                **info)
+
 
 # %% ../../nbs/08d_bench_distributed.ipynb #9352d5f1
 def _as_cost_records(records:pd.DataFrame) -> pd.DataFrame:

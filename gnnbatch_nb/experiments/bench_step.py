@@ -222,7 +222,7 @@ def matmul_gflops(n:int=10_304, k:int=150, m:int=192, repeat:int=9) -> float:
 
 # %% ../../nbs/08e_bench_step.ipynb #83d5a530
 def profile_steps(runners:list, steps:int=4) -> pd.DataFrame:
-    "torch.profiler's key averages per runner (`version`): op, self CPU ms and calls per step, one step of each in turn."
+    "torch.profiler's key averages per runner (`version`): op, self CPU ms, calls per step; one step of each in turn."
     from torch.profiler import profile, ProfilerActivity
     for k in range(steps):                                   # untimed: the heap settles
         for r in runners: r.step(r.batches[k % len(r.batches)])
