@@ -97,7 +97,9 @@ def symmetric_store(n_node, seed, periodic):
         s = rng.integers(-1, 2, (k, 3)) if periodic else np.zeros((k, 3), np.int64)
         keep = (a != b) | (s != 0).any(1)                                  # no self loop without an image shift
         a, b, s = a[keep], b[keep], s[keep]
-        _, first = np.unique(np.column_stack([np.minimum(a, b), np.maximum(a, b), s * np.where(a < b, 1, -1)[:, None]]),
+        lead = s[np.arange(len(s)), np.argmax(s != 0, axis=1)]             # a self loop's s and -s are one pair
+        sign = np.where(a < b, 1, np.where(a > b, -1, np.where(lead < 0, -1, 1)))
+        _, first = np.unique(np.column_stack([np.minimum(a, b), np.maximum(a, b), s * sign[:, None]]),
                              axis=0, return_index=True)               # one edge per pair: no multi-edges
         a, b, s = a[first], b[first], s[first]
         order = rng.permutation(2 * len(a))
@@ -129,6 +131,23 @@ def test_edge_pairs_join_each_edge_with_its_reverse(n_node, seed, periodic, comp
     assert len(set(pair[e:])) <= 1 and not set(pair[e:]) & set(pair[:e])   # padding: one pair of its own
     d = pb.edge_dist()
     assert torch.allclose(d[pb.pair_edge[pb.edge_pair]], d, atol=1e-5)  # each edge reads its own length
+
+def test_an_atom_and_its_own_periodic_images_pair_up():
+    "One atom in a cell: its edges to its own images (shift s and -s) are reverses of each other."
+    store = symmetric_store([1, 1], 303, True)                          # the case hypothesis found (PR of 2026-12-02)
+    pb = collate(store, [0, 1])
+    assert pb.edge_pair is not None and pb.n_real[1] > 0
+    src, dst = pb.edge_index.numpy(); shift = pb.edge_shift.numpy(); pair = pb.edge_pair.numpy()
+    for k in range(pb.n_real[1]):
+        j = [l for l in np.flatnonzero(pair == pair[k]) if l != k][0]
+        assert src[j] == dst[k] == src[k] and (shift[j] == -shift[k]).all()
+
+def test_a_repeated_edge_means_no_pairs():
+    "An edge stored twice (with its reverse twice) has no single reverse: the store runs per edge."
+    from gnnbatch_nb.loading import edge_pairs
+    g, src, dst = np.zeros(4, np.int64), np.array([0, 1, 0, 1]), np.array([1, 0, 1, 0])
+    assert edge_pairs(g, src, dst) is None
+    np.testing.assert_array_equal(edge_pairs(g[:2], src[:2], dst[:2]), [0, 0])
 
 def test_stores_without_reverse_edges_get_no_pairs():
     store = random_store([4, 5, 6], 3, True)                           # random (k-NN-like) edges: not symmetric
