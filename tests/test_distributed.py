@@ -47,6 +47,7 @@ def scenario_train(out:Path):
         comp.fit(4, progress=False)                       # backend 'eager': Dynamo traces and counts, no code made
         torch.save(dict(seen=seen, steps=steps, losses=full.losses,
                         params=[p.detach() for p in full.model.parameters()],
+                        buffers=[b.detach() for b in full.model.buffers()], records=full.step_records(steps),
                         resumed=[p.detach() for p in rest.model.parameters()], resumed_losses=rest.losses,
                         train=full.splits['train'], epoch_after=full.epoch, compiles=comp.step_compiles,
                         compiled_shapes=comp.step_shapes), out/f'rank{rank}.pt')
@@ -89,7 +90,18 @@ def test_equal_step_counts(trained):
 
 def test_identical_parameters_on_all_ranks(trained):
     assert all(torch.equal(p, q) for p, q in zip(trained[0]['params'], trained[1]['params']))
+    assert all(torch.equal(p, q) for p, q in zip(trained[0]['buffers'], trained[1]['buffers']))   # not broadcast
     assert trained[0]['losses'] != trained[1]['losses']                # ... though the ranks trained on other graphs
+
+def test_the_first_rank_ready_waits_at_least_the_imbalance(trained):
+    "One clock for both processes: the all-reduce cannot end before the last rank's gradients are ready."
+    from gnnbatch_nb.training.distributed import wait_parts
+    rec = pd.concat([r['records'] for r in trained], ignore_index=True)
+    assert rec.ready_at.notna().all() and len(rec) == 2 * trained[0]['steps']
+    parts = wait_parts(rec)
+    first = rec.sort_values(['step', 'ready_at']).groupby('step').wait_s.first()
+    assert (first >= parts.imbalance_s - 1e-6).all() and (parts.transfer_s >= 0).all()
+    assert (rec.groupby('step').wait_s.min() <= parts.transfer_s + 1e-9).all()
 
 def test_one_shape_compiles_once_per_rank(trained):
     for r in trained:

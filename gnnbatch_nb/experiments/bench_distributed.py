@@ -18,15 +18,15 @@ from ..data.datasets import load_dataset
 from ..batching.registry import make_plan
 from ..batching.plan import balanced_shard_plan
 from ..training.train import TrainConfig
-from gnnbatch_nb.training.distributed import (DistributedTrainer, process_group, all_ranks, spawn_ranks,
-    summarise_run, RankFailed)
+from ..training.distributed import (DistributedTrainer, process_group, all_ranks, spawn_ranks,
+    summarise_run, wait_parts, RankFailed)
 from ..measure.machine import machine_info, save_machine
 from ..measure.steps import from_pyg, median_ci
 from ..measure.costmodel import fit_step_cost
 
 # %% auto #0
-__all__ = ['PHASES', 'RUN_KEYS', 'SUMMARY_COLUMNS', 'NaiveTrainer', 'BenchSpec', 'measure_run', 'bench_specs', 'measure_phases',
-           'phase_scaling', 'summary_table', 'scaling', 'phase_specs', 'run_distributed_benchmark',
+__all__ = ['PHASES', 'PHASE_KEYS', 'RUN_KEYS', 'SUMMARY_COLUMNS', 'NaiveTrainer', 'BenchSpec', 'measure_run', 'bench_specs',
+           'measure_phases', 'phase_scaling', 'summary_table', 'scaling', 'phase_specs', 'run_distributed_benchmark',
            'load_distributed_results', 'project_ranks']
 
 # %% ../../nbs/08d_bench_distributed.ipynb #79621173
@@ -63,6 +63,7 @@ class BenchSpec:
     timeout_s: float = 400   # the run's processes are killed after this long
     independent: bool = False  # `world_size` one-process trainings at once, no all-reduce: the machine's ceiling
     rep: int = 0             # repetition of the benchmark's sequence this run belongs to
+    broadcast_buffers: bool = False  # DDP's broadcast of the module's buffers before every forward (DDP's default)
 
 def _store_and_config(spec:BenchSpec) -> tuple:
     "The dataset (its first `limit` graphs) and the `TrainConfig` of `spec`."
@@ -73,7 +74,9 @@ def _store_and_config(spec:BenchSpec) -> tuple:
 
 def _trainer(spec:BenchSpec, store:GraphStore, cfg:TrainConfig, rank:int, world_size:int) -> DistributedTrainer:
     "The trainer of `spec` (`NaiveTrainer` for 'naive') as `rank` of `world_size`."
-    return (NaiveTrainer if spec.algorithm == 'naive' else DistributedTrainer)(store, cfg, 'cpu', rank, world_size)
+    t = (NaiveTrainer if spec.algorithm == 'naive' else DistributedTrainer)(store, cfg, 'cpu', rank, world_size)
+    t.broadcast_buffers = spec.broadcast_buffers
+    return t
 
 def _bench_rank(rank:int, world_size:int, init_method:str, spec:BenchSpec) -> pd.DataFrame:
     "Body of a measured process: train `spec.steps` steps; every process's per-step records (on rank 0)."
@@ -125,7 +128,8 @@ def _run_phase(kind:str, rank:int, solo, ddp, steps:int) -> dict:
     dist.barrier()
     return dict(phase=kind, rank=rank, seconds=seconds,
                 graphs=int(np.asarray(t.step_real)[:, 2].sum()) if t is not None else 0,
-                waits=list(t.allreduce.waits[-steps:]) if kind == 'ddp' else [])
+                waits=list(t.allreduce.waits[-steps:]) if kind == 'ddp' else [],
+                ready=list(t.allreduce.ready_at[-steps:]) if kind == 'ddp' else [])
 
 def _phased_rank(rank:int, world_size:int, init_method:str, spec:BenchSpec, cycles:int) -> pd.DataFrame:
     "Body of each of 2 processes: a warm-up phase of each kind, then `cycles` cycles of the three (rotating order)."
@@ -137,11 +141,12 @@ def _phased_rank(rank:int, world_size:int, init_method:str, spec:BenchSpec, cycl
         rows = [dict(cycle=c, **_run_phase(k, rank, solo, ddp, spec.steps))
                 for c in range(cycles) for k in PHASES[c % 3:] + PHASES[:c % 3]]
         rows = sum(all_ranks(rows), [])
-    return pd.DataFrame(rows).assign(algorithm=spec.algorithm, mode=spec.mode)
+    return pd.DataFrame(rows).assign(dataset=spec.dataset, algorithm=spec.algorithm, mode=spec.mode,
+                                     broadcast_buffers=spec.broadcast_buffers)
 
 def measure_phases(spec:BenchSpec, # the algorithm and mode (its `world_size` must be 2); `steps` per phase
-                   cycles:int=8) -> pd.DataFrame:
-    "One row per cycle, phase and rank: graphs trained, seconds, all-reduce waits (DDP phases)."
+                   cycles:int=12) -> pd.DataFrame:
+    "One row per cycle, phase and rank: graphs trained, seconds, all-reduce waits and gradients-ready times (DDP)."
     if spec.world_size != 2: raise ValueError(f"measure_phases compares 1 and 2 processes: world_size must be 2")
     return spawn_ranks(_phased_rank, (spec, cycles), 2, timeout_s=spec.timeout_s)
 
@@ -154,18 +159,29 @@ def _cycle_rates(g:pd.DataFrame) -> dict:
                 independent=float((ph['independent'].graphs / ph['independent'].seconds).sum()),
                 ddp=float(ph['ddp'].graphs.sum() / ph['ddp'].seconds.max()))
 
-def phase_scaling(phases:pd.DataFrame # rows of `measure_phases` (any number of algorithms and modes)
+PHASE_KEYS = ['dataset', 'algorithm', 'mode', 'broadcast_buffers']   # what names one phased measurement
+
+def _ddp_records(g:pd.DataFrame) -> pd.DataFrame:
+    "The DDP phases' steps of one phased measurement as per-step records (a step: cycle and index in the phase)."
+    d = g[g.phase == 'ddp']
+    return pd.DataFrame(dict(step=np.concatenate([c * 100_000 + np.arange(len(w)) for c, w in zip(d.cycle, d.waits)]),
+                             rank=np.repeat(d['rank'].to_numpy(), d.waits.map(len)),
+                             wait_s=np.concatenate([np.asarray(w, float) for w in d.waits]),
+                             ready_at=np.concatenate([np.asarray(w, float) for w in d.ready])))
+
+def phase_scaling(phases:pd.DataFrame # rows of `measure_phases` (any number of measurements)
                  ) -> pd.DataFrame:
-    "Per algorithm and mode: median graphs/s of each phase, the speedup and ceiling (2 over 1) with 95% intervals."
+    "Per measurement: median graphs/s of each phase, speedup and ceiling (2 over 1, 95% intervals), the waits (ms)."
     out = []
-    for (a, m), g in phases.groupby(['algorithm', 'mode'], sort=False):
+    for key, g in phases.groupby(PHASE_KEYS, sort=False):
         r = pd.DataFrame([_cycle_rates(c) for _, c in g.groupby('cycle')])
         sp, ce = r.ddp / r.one, r.independent / r.one
-        waits = 1e3 * np.concatenate([np.asarray(w, float) for w in g[g.phase == 'ddp'].waits])
-        out.append(dict(algorithm=a, mode=m, cycles=len(r), **r.median().add_prefix('graphs_per_s_'),
+        rec = _ddp_records(g); parts = wait_parts(rec); waits = 1e3 * rec.wait_s
+        out.append(dict(zip(PHASE_KEYS, key), cycles=len(r), **r.median().add_prefix('graphs_per_s_'),
                         speedup=sp.median(), speedup_ci=median_ci(sp), ceiling=ce.median(), ceiling_ci=median_ci(ce),
-                        of_ceiling=(sp / ce).median(), wait_median_ms=np.median(waits),
-                        wait_p95_ms=np.percentile(waits, 95)))
+                        of_ceiling=(sp / ce).median(), wait_median_ms=waits.median(),
+                        wait_p95_ms=np.percentile(waits, 95), imbalance_median_ms=1e3 * parts.imbalance_s.median(),
+                        transfer_median_ms=1e3 * parts.transfer_s.median()))
     return pd.DataFrame(out)
 
 # %% ../../nbs/08d_bench_distributed.ipynb #e162b50c
@@ -191,7 +207,7 @@ def summary_table(records:pd.DataFrame # per-step records of `measure_run`s
     return pd.DataFrame(rows)
 
 SUMMARY_COLUMNS = ('steps', 'graphs', 'wall_s', 'steps_per_s', 'graphs_per_s', 'steady_steps_per_s',
-                   'steady_graphs_per_s', 'wait_median_s', 'wait_p95_s')
+                   'steady_graphs_per_s', 'wait_median_s', 'wait_p95_s', 'imbalance_median_s', 'transfer_median_s')
 
 def _per_rep(table:pd.DataFrame, W:int, independent:bool, col:str) -> pd.Series:
     "Column `col` of the runs with `W` processes (independent or DDP), by (algorithm, mode, rep)."
@@ -213,10 +229,14 @@ def scaling(table:pd.DataFrame, W:int=2) -> pd.DataFrame:
     return out.assign(of_ceiling=out.speedup / out.ceiling).reset_index()
 
 # %% ../../nbs/08d_bench_distributed.ipynb #fa927212
-def phase_specs(steps:int=10, # steps per phase
-                **kw) -> list: # `BenchSpec` fields
-    "The phased measurements: dynamic, packing, static-64 and the naive loader, eager, on 2 processes."
-    return [BenchSpec(a, 'eager', 2, steps, **kw) for a in ('dynamic', 'packing', 'static-64', 'naive')]
+def phase_specs(steps:int=20,         # steps per phase
+                crystals:bool=True,   # also MP-36k (packing and naive)
+                **kw) -> list:        # `BenchSpec` fields
+    "Phased runs, 2 processes, eager: QM9 dynamic, packing, static-64, naive and packing with DDP's buffer broadcast."
+    qm9 = [BenchSpec(a, 'eager', 2, steps, **kw) for a in ('dynamic', 'packing', 'static-64', 'naive')]
+    qm9.append(BenchSpec('packing', 'eager', 2, steps, broadcast_buffers=True, **kw))
+    mp = [BenchSpec(a, 'eager', 2, steps, **{**kw, 'dataset': 'mp36k'}) for a in ('packing', 'naive')]
+    return qm9 + (mp if crystals else [])
 
 def _measure_all(specs:list, phased:list, cycles:int, log) -> tuple:
     "Per-step records of `specs`, phase rows of `phased`, and the runs that failed (recorded, the others go on)."
@@ -230,13 +250,15 @@ def _measure_all(specs:list, phased:list, cycles:int, log) -> tuple:
             failed.append(dict(algorithm=s.algorithm, mode=s.mode, world_size=s.world_size, error=str(e)))
             how = 'FAILED, '
         kind = 'phased' if s in phased else f"W={s.world_size}{' independent' if s.independent else ''}"
-        log(f"{s.algorithm:>9} {s.mode:>8} {kind}: {s.steps} steps, {how}{time.perf_counter() - t0:.0f} s so far")
+        extra = ' with buffer broadcast' if s.broadcast_buffers else ''
+        log(f"{s.dataset} {s.algorithm:>9} {s.mode:>8} {kind}{extra}: {s.steps} steps, {how}"
+            f"{time.perf_counter() - t0:.0f} s so far")
     return parts, phases, failed
 
 def run_distributed_benchmark(out='results/distributed', # folder for the CSV files and machine.json
                               specs=None,     # the runs (default `bench_specs()`)
                               phased=None,    # the phased measurements (default `phase_specs()`; [] for none)
-                              cycles:int=8,   # cycles of each phased measurement
+                              cycles:int=12,  # cycles of each phased measurement
                               progress=print  # a function taking a line of text, or None
                              ) -> dict:
     "Measure every run of `specs` and `phased` in new processes and write the results; inductor's cache starts empty."
@@ -250,7 +272,8 @@ def run_distributed_benchmark(out='results/distributed', # folder for the CSV fi
         else: os.environ['TORCHINDUCTOR_CACHE_DIR'] = old
     records = pd.concat(parts, ignore_index=True); table = summary_table(records)
     records.to_csv(out/'steps.csv', index=False); table.to_csv(out/'summary.csv', index=False)
-    if phases: pd.concat(phases, ignore_index=True).assign(waits=lambda d: d.waits.map(json.dumps)).to_csv(
+    if phases: pd.concat(phases, ignore_index=True).assign(waits=lambda d: d.waits.map(json.dumps),
+                                                       ready=lambda d: d.ready.map(json.dumps)).to_csv(
         out/'phases.csv', index=False)
     settings = dict(specs=[asdict(s) for s in specs], phased=[asdict(s) for s in phased], cycles=cycles,
                     wall_s=time.perf_counter() - t0, failed=failed,
@@ -264,7 +287,8 @@ def load_distributed_results(folder='results/distributed') -> dict|None:
     if not (folder/'summary.csv').exists(): return None
     info = json.loads((folder/'machine.json').read_text())
     ph = folder/'phases.csv'
-    phases = pd.read_csv(ph).assign(waits=lambda d: d.waits.map(json.loads)) if ph.exists() else None
+    phases = (pd.read_csv(ph).assign(waits=lambda d: d.waits.map(json.loads), ready=lambda d: d.ready.map(json.loads))
+              if ph.exists() else None)
     return dict(records=pd.read_csv(folder/'steps.csv'), table=pd.read_csv(folder/'summary.csv'), phases=phases,
                 **info)
 

@@ -26,8 +26,8 @@ from .timers import usable_cores
 # %% auto #0
 __all__ = ['METRICS_COLUMNS', 'torchrun_env', 'rank_device', 'free_port', 'process_group', 'AllReduceTimer', 'DistributedTrainer',
            'one_process_equivalent', 'all_ranks', 'resume_distributed', 'append_metrics', 'metrics_until', 'TrainRun',
-           'check_train_run', 'steps_for_epochs', 'summarise_run', 'run_rank', 'RankFailed', 'spawn_ranks', 'train',
-           'add_train_arguments', 'train_run_from_args', 'format_train']
+           'check_train_run', 'steps_for_epochs', 'wait_parts', 'summarise_run', 'run_rank', 'RankFailed',
+           'spawn_ranks', 'train', 'add_train_arguments', 'train_run_from_args', 'format_train']
 
 # %% ../../nbs/06c_distributed.ipynb #8f9bd2e6
 def torchrun_env() -> dict|None:
@@ -77,7 +77,7 @@ def process_group(rank:int, world_size:int, # this process and the number of pro
 class AllReduceTimer:
     "DDP's gradient all-reduce (the mean over ranks) as a communication hook, timed per step."
     def __init__(self, world_size:int):
-        self.world_size, self.ready, self.done, self.waits = world_size, [], [], []
+        self.world_size, self.ready, self.done, self.waits, self.ready_at = world_size, [], [], [], []
     def hook(self, state, bucket):
         "Average `bucket` over the ranks (like DDP's default hook), noting when it was ready and when it was done."
         self.ready.append(time.perf_counter())
@@ -87,6 +87,7 @@ class AllReduceTimer:
     def end_step(self) -> float:
         "Seconds this rank waited: from its last gradient bucket ready to the last all-reduce done."
         w = max(self.done) - max(self.ready) if self.done else 0.0
+        self.ready_at.append(max(self.ready) if self.ready else float('nan'))
         self.ready, self.done = [], []
         self.waits.append(w); return w
 
@@ -102,12 +103,13 @@ class DistributedTrainer(Trainer):
             self.sampler = PlanSampler(store.sizes[tr], c.algorithm, c.batch_size, tr, seed=c.seed, rank=rank,
                                        world_size=world_size, **c.algorithm_kwargs)
         self.allreduce, self._ddp, self._ddp_of = AllReduceTimer(world_size), None, None
+        self.broadcast_buffers = False            # the models' buffers are constants (see above)
 
     def _wrapped(self, module):
         "`module` (the model or its compiled form) in `DistributedDataParallel`, made once per module."
         if self._ddp_of is not module:
             ids = [self.device.index] if self.device.type == 'cuda' else None
-            self._ddp = DistributedDataParallel(module, device_ids=ids)
+            self._ddp = DistributedDataParallel(module, device_ids=ids, broadcast_buffers=self.broadcast_buffers)
             self._ddp.register_comm_hook(None, self.allreduce.hook)
             self._ddp_of = module
         return self._ddp
@@ -115,7 +117,8 @@ class DistributedTrainer(Trainer):
     def train_step(self, batch:PaddedBatch) -> torch.Tensor:
         "One optimiser step; with several ranks the forward runs through DDP and the all-reduce wait is recorded."
         if self.world_size == 1:
-            self.allreduce.waits.append(0.0); return super().train_step(batch)
+            self.allreduce.waits.append(0.0); self.allreduce.ready_at.append(float('nan'))
+            return super().train_step(batch)
         inner = self._forward
         self._forward = self._wrapped(self.model if inner is None else inner)
         try: loss = super().train_step(batch)
@@ -154,7 +157,8 @@ def _rng_state(device:torch.device) -> dict:
 def state_dict(self:DistributedTrainer) -> dict:
     "`Trainer.state_dict` plus the world size and each rank's RNG states, losses and waits (a collective call)."
     sd = Trainer.state_dict(self)
-    mine = dict(rng=_rng_state(self.device), losses=list(self.losses), waits=list(self.allreduce.waits))
+    a = self.allreduce
+    mine = dict(rng=_rng_state(self.device), losses=list(self.losses), waits=list(a.waits), ready_at=list(a.ready_at))
     return dict(sd, world_size=self.world_size, ranks=all_ranks(mine))
 
 @patch
@@ -168,7 +172,7 @@ def load_state_dict(self:DistributedTrainer, sd:dict):
     Trainer.load_state_dict(self, dict(sd, torch_rng=mine['rng']['torch'], losses=mine['losses']))
     if mine['rng']['cuda'] is not None and self.device.type == 'cuda':
         torch.cuda.set_rng_state(mine['rng']['cuda'], self.device)
-    self.allreduce.waits = list(mine['waits'])
+    self.allreduce.waits, self.allreduce.ready_at = list(mine['waits']), list(mine.get('ready_at', []))
     return self
 
 @patch
@@ -188,7 +192,7 @@ def resume_distributed(store:GraphStore, path, device='cpu', rank:int=0, world_s
 
 # %% ../../nbs/06c_distributed.ipynb #0eb5f1dd
 METRICS_COLUMNS = ('step', 'rank', 'loss', 'n_node', 'n_edge', 'n_graph', 'pad_node', 'pad_edge', 'pad_graph',
-                   'step_s', 'wait_s', 'compiles')
+                   'step_s', 'wait_s', 'ready_at', 'compiles')
 
 @patch
 def step_records(self:DistributedTrainer, steps:int # the last `steps` steps (those of the last `fit`)
@@ -199,6 +203,7 @@ def step_records(self:DistributedTrainer, steps:int # the last `steps` steps (th
                              loss=self.losses[-steps:], n_node=real[:, 0], n_edge=real[:, 1], n_graph=real[:, 2],
                              pad_node=pad[:, 0], pad_edge=pad[:, 1], pad_graph=pad[:, 2],
                              step_s=self.timer.update[-steps:], wait_s=self.allreduce.waits[-steps:],
+                             ready_at=self.allreduce.ready_at[-steps:],
                              compiles=self.step_compiles[-steps:]), columns=list(METRICS_COLUMNS))
 
 def append_metrics(path, # the CSV file (created with a header when missing)
@@ -277,18 +282,27 @@ def steps_for_epochs(sampler:PlanSampler, epochs:int) -> int:
     return n
 
 # %% ../../nbs/06c_distributed.ipynb #419e9d23
+def wait_parts(records:pd.DataFrame # per-step records of all ranks of one machine (`METRICS_COLUMNS`)
+              ) -> pd.DataFrame:
+    "Per step: the imbalance (last rank's gradients ready minus the first's) and the transfer (the last rank's wait)."
+    r = records.assign(ready_at=records.ready_at.fillna(0.0))          # one process: no imbalance
+    span = r.groupby('step').ready_at.agg(['min', 'max'])
+    transfer = r.sort_values(['step', 'ready_at']).groupby('step').wait_s.last()
+    return pd.DataFrame(dict(imbalance_s=span['max'] - span['min'], transfer_s=transfer))
+
 def summarise_run(records:pd.DataFrame, # per-step records of all ranks (`METRICS_COLUMNS`)
                   wall_s:float) -> dict:
     "Steps and graphs per second, the all-reduce wait (median, p95), compilations per rank and the last loss."
     per = records.groupby('step').agg(loss=('loss', 'mean'), graphs=('n_graph', 'sum'), step_s=('step_s', 'max'),
                                       compiles=('compiles', 'sum'))
     steady = per[per.compiles == 0]
-    w = records.wait_s.to_numpy()
+    w, parts = records.wait_s.to_numpy(), wait_parts(records)
     return dict(steps=len(per), world_size=int(records['rank'].nunique()), graphs=int(per.graphs.sum()),
                 wall_s=wall_s, steps_per_s=len(per) / wall_s, graphs_per_s=float(per.graphs.sum()) / wall_s,
                 steady_steps_per_s=1 / steady.step_s.mean() if len(steady) else float('nan'),
                 steady_graphs_per_s=steady.graphs.sum() / steady.step_s.sum() if len(steady) else float('nan'),
                 wait_median_s=float(np.median(w)), wait_p95_s=float(np.percentile(w, 95)),
+                imbalance_median_s=float(parts.imbalance_s.median()), transfer_median_s=float(parts.transfer_s.median()),
                 compiles_per_rank=records.groupby('rank').compiles.sum().astype(int).tolist(),
                 final_loss=float(per.loss.iloc[-1]))
 
