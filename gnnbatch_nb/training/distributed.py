@@ -4,7 +4,7 @@
 
 # %% ../../nbs/06c_distributed.ipynb #fdf4d708
 from __future__ import annotations
-import contextlib, datetime, json, os, pickle, shutil, socket, sys, tempfile, time
+import contextlib, datetime, inspect, json, os, pickle, shutil, socket, sys, tempfile, time
 from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
 import numpy as np
@@ -24,10 +24,11 @@ from .train import Trainer, TrainConfig
 from .timers import usable_cores
 
 # %% auto #0
-__all__ = ['METRICS_COLUMNS', 'torchrun_env', 'rank_device', 'free_port', 'process_group', 'AllReduceTimer', 'DistributedTrainer',
-           'one_process_equivalent', 'all_ranks', 'resume_distributed', 'append_metrics', 'metrics_until', 'TrainRun',
-           'check_train_run', 'steps_for_epochs', 'wait_parts', 'summarise_run', 'run_rank', 'RankFailed',
-           'spawn_ranks', 'train', 'add_train_arguments', 'train_run_from_args', 'format_train']
+__all__ = ['SYNC_BUFFERS_ARG', 'METRICS_COLUMNS', 'torchrun_env', 'rank_device', 'free_port', 'process_group', 'AllReduceTimer',
+           'DistributedTrainer', 'one_process_equivalent', 'all_ranks', 'resume_distributed', 'append_metrics',
+           'metrics_until', 'TrainRun', 'check_train_run', 'steps_for_epochs', 'wait_parts', 'summarise_run',
+           'run_rank', 'RankFailed', 'spawn_ranks', 'train', 'add_train_arguments', 'train_run_from_args',
+           'format_train']
 
 # %% ../../nbs/06c_distributed.ipynb #8f9bd2e6
 def torchrun_env() -> dict|None:
@@ -92,6 +93,10 @@ class AllReduceTimer:
         self.waits.append(w); return w
 
 # %% ../../nbs/06c_distributed.ipynb #7fd12391
+# torch 2.13 renamed DDP's `broadcast_buffers` to `forward_sync_buffers` (the buffers are still synced once, at init)
+_DDP_ARGS = inspect.signature(DistributedDataParallel).parameters
+SYNC_BUFFERS_ARG = 'forward_sync_buffers' if 'forward_sync_buffers' in _DDP_ARGS else 'broadcast_buffers'
+
 class DistributedTrainer(Trainer):
     "A `Trainer` on rank `rank` of `world_size`: its balanced shard of the global plan, gradients averaged by DDP."
     def __init__(self, store:GraphStore, config:TrainConfig|None=None, device='cpu',
@@ -109,7 +114,7 @@ class DistributedTrainer(Trainer):
         "`module` (the model or its compiled form) in `DistributedDataParallel`, made once per module."
         if self._ddp_of is not module:
             ids = [self.device.index] if self.device.type == 'cuda' else None
-            self._ddp = DistributedDataParallel(module, device_ids=ids, broadcast_buffers=self.broadcast_buffers)
+            self._ddp = DistributedDataParallel(module, device_ids=ids, **{SYNC_BUFFERS_ARG: self.broadcast_buffers})
             self._ddp.register_comm_hook(None, self.allreduce.hook)
             self._ddp_of = module
         return self._ddp
@@ -302,7 +307,8 @@ def summarise_run(records:pd.DataFrame, # per-step records of all ranks (`METRIC
                 steady_steps_per_s=1 / steady.step_s.mean() if len(steady) else float('nan'),
                 steady_graphs_per_s=steady.graphs.sum() / steady.step_s.sum() if len(steady) else float('nan'),
                 wait_median_s=float(np.median(w)), wait_p95_s=float(np.percentile(w, 95)),
-                imbalance_median_s=float(parts.imbalance_s.median()), transfer_median_s=float(parts.transfer_s.median()),
+                imbalance_median_s=float(parts.imbalance_s.median()),
+                transfer_median_s=float(parts.transfer_s.median()),
                 compiles_per_rank=records.groupby('rank').compiles.sum().astype(int).tolist(),
                 final_loss=float(per.loss.iloc[-1]))
 
@@ -451,5 +457,6 @@ def format_train(r:dict) -> str:
             f"in {r['wall_s']:.1f} s: {r['steps_per_s']:.2f} steps/s, {r['graphs_per_s']:.0f} graphs/s "
             f"({r['steady_graphs_per_s']:.0f} graphs/s without compile steps)\n"
             f"  last loss {r['final_loss']:.4f}; compilations per rank {r['compiles_per_rank']}; "
-            f"all-reduce wait median {ms(r['wait_median_s'])}, p95 {ms(r['wait_p95_s'])}"
+            f"all-reduce wait median {ms(r['wait_median_s'])}, p95 {ms(r['wait_p95_s'])} (median imbalance "
+            f"{ms(r['imbalance_median_s'])}, transfer {ms(r['transfer_median_s'])})"
             + (f"\n  written to {r['out']}" if r['out'] else ''))
