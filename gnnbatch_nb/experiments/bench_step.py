@@ -150,7 +150,7 @@ class Runner:
 
 # %% ../../nbs/08e_bench_step.ipynb #025136a0
 COMPILED = dict(schnet=('dynamic', 'packing'), mpeu=('dynamic',), painn=('dynamic',))  # one-shape algorithms compiled
-N_BATCHES = dict(schnet=8, mpeu=6, painn=3)   # batches timed per round (PaiNN's step is ~10x SchNet's)
+N_BATCHES = dict(schnet=8, mpeu=6, painn=6)   # batches timed per round (PaiNN: 3 gave 95% intervals 0.15 wide)
 
 def _ours(net:nn.Module, mode:str) -> nn.Module:
     "A copy of `net`, eager or compiled with one shape (`dynamic=False`)."
@@ -260,7 +260,7 @@ def bench_threads(source, # a dataset name or a `GraphStore`
         for m in models:
             runs = make_runners(store, m, compiled)
             steps.append(timed_rounds(runs, rounds, log).assign(model=m))
-            flops += [dict(model=m, runner=r.name, flops=step_flops(r)) for r in runs[:3]]
+            flops += [dict(model=m, runner=r.name, flops=step_flops(r)) for r in runs if r.mode == 'eager']
     profiles = pd.concat([model_profiles(store, m) for m in models], ignore_index=True) if profile else None
     return dict(steps=pd.concat(steps, ignore_index=True).assign(threads=torch.get_num_threads()),
                 flops=pd.DataFrame(flops), gflops=matmul_gflops(), threads=torch.get_num_threads(), profiles=profiles)
@@ -270,7 +270,7 @@ def _ratio_ci(x) -> tuple:
     return median_ci(np.asarray(x, float))
 
 def summarise_steps(steps:pd.DataFrame, # per-step rows of `bench_threads` (all thread counts)
-                    flops:pd.DataFrame, # FLOPs of one step of each eager runner of ours
+                    flops:pd.DataFrame, # FLOPs of one step of each eager runner (ours and plain)
                     gflops:dict, # threads -> measured matmul GFLOP/s
                    ) -> pd.DataFrame:
     "Median and mean step, the median ratio to plain PyG eager's step beside it (with a 95% interval), the floor."
@@ -283,7 +283,7 @@ def summarise_steps(steps:pd.DataFrame, # per-step rows of `bench_threads` (all 
               G=('G', 'mean')).reset_index()
     ci = g.ratio.apply(_ratio_ci).reset_index(drop=True)
     s['ratio_low'], s['ratio_high'] = [c[0] for c in ci], [c[1] for c in ci]
-    s = s.merge(flops, on=['model', 'runner'], how='left')
+    s = s.merge(flops, on=['model', 'runner'], how='left')       # by name: a compiled step does the eager one's work
     s['floor_ms'] = 1e3 * s.flops / (s.threads.map(gflops) * 1e9)
     return s
 
