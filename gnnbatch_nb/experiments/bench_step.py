@@ -24,13 +24,15 @@ from ..models.registry import make_model, masked_mse, dataset_species
 from ..training.timers import compile_cache, usable_cores
 from ..measure.machine import machine_info, save_machine, in_fresh_process
 from ..measure.steps import median_ci
+from .study_jax import study_jax_setup, study_jax_steps
 
 
 # %% auto #0
-__all__ = ['PLAIN', 'COMPILED', 'N_BATCHES', 'PROFILED', 'plain_schnet', 'plain_mpeu', 'plain_painn', 'Forward',
+__all__ = ['PLAIN', 'COMPILED', 'N_BATCHES', 'PROFILED', 'STUDY_JAX', 'plain_schnet', 'plain_mpeu', 'plain_painn', 'Forward',
            'PyGSchNetForward', 'busy_processes', 'idle_check', 'step_batches', 'Runner', 'without_pairs',
            'make_runners', 'timed_rounds', 'step_flops', 'matmul_gflops', 'profile_steps', 'model_profiles',
-           'bench_threads', 'summarise_steps', 'default_threads', 'run_step_benchmark', 'load_step_benchmark']
+           'bench_threads', 'summarise_steps', 'default_threads', 'study_jax_phase', 'run_step_benchmark',
+           'load_step_benchmark']
 
 # %% ../../nbs/08e_bench_step.ipynb #0454bc1b
 def _species(model:nn.Module, b:PaddedBatch) -> Tensor:
@@ -285,6 +287,8 @@ def summarise_steps(steps:pd.DataFrame, # per-step rows of `bench_threads` (all 
     s['ratio_low'], s['ratio_high'] = [c[0] for c in ci], [c[1] for c in ci]
     s = s.merge(flops, on=['model', 'runner'], how='left')       # by name: a compiled step does the eager one's work
     s['floor_ms'] = 1e3 * s.flops / (s.threads.map(gflops) * 1e9)
+    jax = s[(s.runner == STUDY_JAX[0]) & (s['mode'] == STUDY_JAX[1])].set_index('threads').median_ms
+    s['ratio_to_study_jax'] = (s.median_ms / s.threads.map(jax)).where(s.model == 'schnet')   # medians' ratio
     return s
 
 def default_threads() -> tuple:
@@ -305,24 +309,48 @@ def _save_step_results(out:Path, res:list, checks:list, settings:dict) -> None:
     save_machine(out, machine_info(), dict(settings, idle=idle, idle_checks=checks,
                                            gflops={str(r['threads']): r['gflops'] for r in res}))
 
+STUDY_JAX = ('study JAX', 'jit')   # (runner, mode) of the study's own step in the results
+
+def study_jax_phase(batches:list, setup:tuple, threads:int, rounds:int, phase:str) -> tuple:
+    "The study's JAX step on `batches` (`study_jax_steps`) as step rows like `timed_rounds`' and its run's facts."
+    r = study_jax_steps(batches, *setup, threads=threads, rounds=rounds)
+    shape = {j: dict(zip('NEG', b.shape)) for j, b in enumerate(batches)}
+    rows = pd.DataFrame([dict(runner=STUDY_JAX[0], mode=STUDY_JAX[1], round=s['round'], batch=s['batch'],
+                              step_ms=s['step_ms'], first_step_s=r['first_step_s'], **shape[s['batch']],
+                              model='schnet', threads=threads, phase=phase) for s in r['steps']])
+    return rows, {k: r[k] for k in ('jax', 'n_param', 'device', 'threads', 'first_step_s')}
+
+# %% ../../nbs/08e_bench_step.ipynb #8a4e7b5f
+def _with_study_jax(r:dict, t:int, jax:dict, settings:dict) -> dict:
+    "The `t`-thread results `r` with the study's JAX steps of `jax` (phase -> `study_jax_phase`) added."
+    r['steps'] = pd.concat([r['steps'].assign(phase='ours')] + [rows for rows, _ in jax.values()], ignore_index=True)
+    if jax: settings.setdefault('study_jax', {})[str(t)] = {p: facts for p, (_, facts) in jax.items()}
+    return r
+
 def run_step_benchmark(out='results/step', # folder for `steps.csv`, `summary.csv`, `profiles.csv`, `machine.json`
                        dataset:str='qm9', models=('schnet', 'mpeu', 'painn'),
                        threads=None, # thread counts, each in a fresh process (default `default_threads()`)
-                       compiled:bool=True, rounds:int=3, log=print) -> dict:
-    "Time every model's training step beside plain PyG at each thread count; write and return the results."
-    threads, checks, res = tuple(threads or default_threads()), [], []
-    out = check_writable(out, 'out')
+                       compiled:bool=True, rounds:int=3, log=print,
+                       study_jax=None, # (python, study code) of the study's JAX step; None: `study_jax_setup()`
+                      ) -> dict:
+    "Time every model's training step beside plain PyG (and the study's JAX step) at each thread count; save."
+    threads, checks, res, out = tuple(threads or default_threads()), [], [], check_writable(out, 'out')
+    setup = study_jax_setup() if study_jax is None else study_jax or None
+    jb = step_batches(load_dataset(dataset), 'dynamic', N_BATCHES['schnet']) if setup and 'schnet' in models else []
+    settings = dict(dataset=dataset, models=list(models), threads=list(threads), rounds=rounds, compiled=compiled,
+                    batch_size=32)
     with tempfile.TemporaryDirectory(prefix='gnnbatch_step_') as d, compile_cache(d):   # cold for the first run
         for t in threads:
             checks.append(dict(before_threads=t, **idle_check()))
+            jax = {'before': study_jax_phase(jb, setup, t, rounds, 'before')} if jb else {}
             status, r = in_fresh_process('gnnbatch_nb.experiments.bench_step:bench_threads', dataset, tuple(models),
                                          compiled, rounds, t == threads[0], threads=t)
             if status != 'ok': raise RuntimeError(f"run_step_benchmark: the {t}-thread run failed: {r}")
-            res.append(r)
+            if jb: jax['after'] = study_jax_phase(jb, setup, t, rounds, 'after')
+            res.append(_with_study_jax(r, t, jax, settings))
             if log: log(f"{t} thread(s) done")
     checks.append(dict(before_threads=None, **idle_check()))
-    _save_step_results(out, res, checks, dict(dataset=dataset, models=list(models), threads=list(threads),
-                                              rounds=rounds, compiled=compiled, batch_size=32))
+    _save_step_results(out, res, checks, settings)
     return load_step_benchmark(out)
 
 def load_step_benchmark(path='results/step') -> dict|None:
