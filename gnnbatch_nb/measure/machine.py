@@ -8,7 +8,7 @@ import importlib, json, os, pickle, platform, shutil, signal, subprocess, sys, t
 from pathlib import Path
 import numpy as np
 import torch
-from ..training.timers import keep_freed_memory
+from ..training.timers import keep_freed_memory, flush_denormals
 
 
 # %% auto #0
@@ -40,7 +40,7 @@ def _fresh_child(path:str):
     "Body of `in_fresh_process`: call the pickled target; pickle `('ok', result)` or `('failed', 'Type: msg')`."
     with open(path, 'rb') as f: target, args, threads = pickle.load(f)
     torch.set_num_threads(threads)
-    keep_freed_memory()
+    keep_freed_memory(); flush_denormals()
     mod, fn = target.split(':')
     try: res = ('ok', getattr(importlib.import_module(mod), fn)(*args))
     except Exception as e: res = ('failed', f'{type(e).__name__}: {e}'[:1000])

@@ -15,7 +15,7 @@ from ..graphs import GraphStore, GraphDataset
 from ..data.datasets import load_dataset, train_indices
 from ..batching.registry import make_plan
 from ..loading import PaddedBatch, collate, edge_pairs, pair_tensors
-from ..training.timers import sync, compile_model, compile_cache, CompileCounter, COMPILE_MODES
+from ..training.timers import sync, compile_model, compile_cache, CompileCounter, COMPILE_MODES, flush_denormals
 from ..models.registry import masked_mse, make_model, dataset_species
 from .machine import machine_info, in_fresh_process
 
@@ -52,7 +52,7 @@ def _train_setup(store:GraphStore, model, seed:int, device, lr:float, indices, t
     idx = train_indices(store, indices)
     target = target or store.target_names[-1]
     y = store.y[idx, store.target_names.index(target)]
-    torch.manual_seed(seed)
+    torch.manual_seed(seed); flush_denormals()       # as every trainer (06a)
     net = model.to(device) if isinstance(model, torch.nn.Module) else \
         make_model(model, dataset_species(store), **(model_kwargs or {})).to(device)
     return dict(idx=idx, target=target, mean=float(y.mean()), std=float(y.std()), net=net,

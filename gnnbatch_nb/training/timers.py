@@ -17,8 +17,9 @@ from ..loading import PaddedBatch
 
 # %% auto #0
 __all__ = ['M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'COMPILE_MODES', 'sync', 'usable_cores', 'keep_freed_memory', 'minor_faults',
-           'StepTimer', 'static_config', 'compile_model', 'compile_stats', 'reset_compile_counters', 'CompileCounter',
-           'distinct_shape_batches', 'count_compiles', 'compile_cache', 'time_training_steps', 'timing_table']
+           'flush_denormals', 'StepTimer', 'static_config', 'compile_model', 'compile_stats', 'reset_compile_counters',
+           'CompileCounter', 'distinct_shape_batches', 'count_compiles', 'compile_cache', 'time_training_steps',
+           'timing_table']
 
 # %% ../../nbs/06a_timers.ipynb #69509f86
 def sync(device=None, # a `torch.device`, a string such as 'cuda:0' or 'cpu', or None (the current CUDA device if any)
@@ -53,6 +54,12 @@ def minor_faults() -> int:
     try: import resource
     except ImportError: return 0
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+# %% ../../nbs/06a_timers.ipynb #ac6ccc2e
+def flush_denormals(on:bool=True, # False: PyTorch's default (subnormals computed exactly)
+                   ) -> bool:
+    "Treat float32 subnormals (below 1.18e-38) as 0 on this process's CPU, as XLA does (False: not supported)."
+    return torch.set_flush_denormal(on)
 
 # %% ../../nbs/06a_timers.ipynb #fc6ac9fe
 class StepTimer:

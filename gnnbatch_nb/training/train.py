@@ -16,7 +16,7 @@ import torch._dynamo.utils
 from ..graphs import GraphStore, random_split
 from ..batching.registry import make_plan
 from ..loading import PlanSampler, PaddedBatch, collate
-from .timers import StepTimer, compile_model, CompileCounter, keep_freed_memory
+from .timers import StepTimer, compile_model, CompileCounter, keep_freed_memory, flush_denormals
 from ..models.registry import masked_mse, dataset_species, make_model
 
 # %% auto #0
@@ -52,6 +52,7 @@ class Trainer:
     def __init__(self, store:GraphStore, config:TrainConfig|None=None, device='cpu'):
         self.store, self.cfg, self.device = store, config or TrainConfig(), torch.device(device)
         keep_freed_memory()                           # steps reuse freed blocks instead of page-faulting
+        flush_denormals()                             # float32 subnormals count as 0, as in XLA (06a)
         c = self.cfg
         self.target = c.target or store.target_names[-1]
         self.unit = store.target_units[store.target_names.index(self.target)]
