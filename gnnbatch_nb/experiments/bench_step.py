@@ -21,7 +21,7 @@ from ..loading import PaddedBatch, collate
 from ..models.schnet import GivenGraph
 from ..models.painn import cosine_cutoff, sinc_rbf
 from ..models.registry import make_model, masked_mse, dataset_species
-from ..training.timers import compile_cache, usable_cores
+from ..training.timers import compile_cache, usable_cores, cpu_kernel_options
 from ..measure.machine import machine_info, save_machine, in_fresh_process
 from ..measure.steps import median_ci
 from .study_jax import study_jax_setup, study_jax_steps
@@ -157,7 +157,7 @@ N_BATCHES = dict(schnet=8, mpeu=6, painn=6)   # batches timed per round (PaiNN: 
 def _ours(net:nn.Module, mode:str) -> nn.Module:
     "A copy of `net`, eager or compiled with one shape (`dynamic=False`)."
     net = copy.deepcopy(net)
-    return net if mode == 'eager' else torch.compile(net, dynamic=False)
+    return net if mode == 'eager' else torch.compile(net, dynamic=False, **cpu_kernel_options(net))
 
 def without_pairs(batches:list) -> list:
     "The batches with `edge_pair` and `pair_edge` removed: the models then run every edge's filter on its own."
@@ -175,7 +175,8 @@ def make_runners(store:GraphStore, model:str, # the dataset and 'schnet', 'mpeu'
     runs += [Runner(f'ours {a}', 'compiled', _ours(net, 'compiled'), bs[a]) for a in COMPILED[model] if compiled]
     runs.append(Runner('plain PyG', 'eager', Forward(PLAIN[model], copy.deepcopy(net)), bs['concat']))
     if model == 'schnet' and compiled:
-        plain = torch.compile(Forward(plain_schnet, copy.deepcopy(net)), dynamic=True)
+        plain = Forward(plain_schnet, copy.deepcopy(net))
+        plain = torch.compile(plain, dynamic=True, **cpu_kernel_options(net))
         runs.append(Runner('plain PyG', 'compiled-dynamic', plain, bs['concat']))
     if model == 'schnet': runs.append(Runner('PyG SchNet', 'eager', PyGSchNetForward(), bs['concat']))
     return runs

@@ -17,9 +17,9 @@ from ..loading import PaddedBatch
 
 # %% auto #0
 __all__ = ['M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'COMPILE_MODES', 'sync', 'usable_cores', 'keep_freed_memory', 'minor_faults',
-           'flush_denormals', 'StepTimer', 'static_config', 'compile_model', 'compile_stats', 'reset_compile_counters',
-           'CompileCounter', 'distinct_shape_batches', 'count_compiles', 'compile_cache', 'time_training_steps',
-           'timing_table']
+           'flush_denormals', 'StepTimer', 'static_config', 'cpu_kernel_options', 'compile_model', 'compile_stats',
+           'reset_compile_counters', 'CompileCounter', 'distinct_shape_batches', 'count_compiles', 'compile_cache',
+           'time_training_steps', 'timing_table']
 
 # %% ../../nbs/06a_timers.ipynb #69509f86
 def sync(device=None, # a `torch.device`, a string such as 'cuda:0' or 'cpu', or None (the current CUDA device if any)
@@ -119,6 +119,11 @@ def _model_device(model:nn.Module) -> torch.device:
     p = next(iter(model.parameters()), None)
     return p.device if p is not None else torch.device('cpu')
 
+def cpu_kernel_options(model:nn.Module, backend:str='inductor') -> dict:
+    "`torch.compile` keywords: inductor's generated CPU loops on one thread where the process computes on <= 2."
+    if backend != 'inductor' or _model_device(model).type != 'cpu' or torch.get_num_threads() > 2: return {}
+    return dict(options={'cpp.threads': 1})
+
 @contextlib.contextmanager
 def compile_model(model:nn.Module, # the model (its parameters are shared with the compiled one)
                   mode:str='compiled', # one of `COMPILE_MODES`
@@ -144,7 +149,7 @@ def compile_model(model:nn.Module, # the model (its parameters are shared with t
     else:
         patch, kw = {}, dict(dynamic=True if mode == 'compiled-dynamic' else None, backend=backend)
     with torch._dynamo.config.patch(**patch):
-        yield torch.compile(model, **kw)
+        yield torch.compile(model, **kw, **cpu_kernel_options(model, backend))
 
 # %% ../../nbs/06a_timers.ipynb #2bd5faea
 def compile_stats() -> dict:
