@@ -19,11 +19,11 @@ from .training.distributed import add_train_arguments, format_train
 from .training.timers import usable_cores
 
 # %% auto #0
-__all__ = ['UsageError', 'int_at_least', 'positive_float', 'in_flags', 'check_plan_flags', 'dataset_name', 'load_args_dataset',
-           'cmd_sizes', 'format_sizes', 'cmd_plan', 'format_plan', 'cmd_bench', 'format_bench', 'cmd_compare',
-           'format_compare', 'cmd_recommend', 'format_recommend', 'cmd_bench_models', 'cmd_bench_batch_sizes',
-           'format_bench_batch_sizes', 'parse_runs', 'cmd_bench_validate', 'format_bench_validate',
-           'format_bench_models', 'cmd_train', 'OneLineParser', 'build_parser', 'main']
+__all__ = ['UsageError', 'int_at_least', 'positive_float', 'nonnegative_float', 'fraction', 'in_flags', 'check_plan_flags',
+           'dataset_name', 'load_args_dataset', 'cmd_sizes', 'format_sizes', 'cmd_plan', 'format_plan', 'cmd_bench',
+           'format_bench', 'cmd_compare', 'format_compare', 'cmd_recommend', 'format_recommend', 'cmd_bench_models',
+           'cmd_bench_batch_sizes', 'format_bench_batch_sizes', 'parse_runs', 'cmd_bench_validate',
+           'format_bench_validate', 'format_bench_models', 'cmd_train', 'OneLineParser', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #fe3c2df0
 class UsageError(ValueError):
@@ -44,6 +44,19 @@ def positive_float(text:str) -> float:
     try: v = float(text)
     except ValueError: v = math.nan
     if not (math.isfinite(v) and v > 0): raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+def nonnegative_float(text:str) -> float:
+    "An argparse `type`: a finite number >= 0."
+    try: v = float(text)
+    except ValueError: v = math.nan
+    if not (math.isfinite(v) and v >= 0): raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return v
+
+def fraction(text:str) -> float:
+    "An argparse `type`: a number in [0, 1)."
+    v = nonnegative_float(text)
+    if v >= 1: raise argparse.ArgumentTypeError(f"expected a fraction below 1 (0.05 is 5 %), got {text!r}")
     return v
 
 # %% ../nbs/10_cli.ipynb #2f150af2
@@ -178,10 +191,11 @@ def _algorithms(names):
 
 def cmd_compare(args) -> dict:
     "Run the comparison and write its results."
-    from gnnbatch_nb.measure.compare import compare, save_compare, CompareSettings
+    from gnnbatch_nb.measure.compare import compare, save_compare, CompareSettings, DEFAULT_COMPILE_SAMPLE
     check_writable(args.out, '--out')                              # before minutes of measurement
     cfg = CompareSettings(algorithms=_algorithms(args.algorithms), modes=tuple(args.modes), steps=args.steps,
-                          compiled_steps=args.compiled_steps, compile_sample=_algorithms(args.compile_sample),
+                          budget_s=args.budget, margin=args.margin,
+                          compile_sample=_algorithms(args.compile_sample or DEFAULT_COMPILE_SAMPLE),
                           horizons=tuple(args.horizons), device=args.device, backend=args.backend,
                           cache_dir=args.compile_cache)
     for a in cfg.algorithms: check_plan_flags(a, args.batch_size, {})
@@ -189,10 +203,11 @@ def cmd_compare(args) -> dict:
     store = load_args_dataset(args)
     idx = train_indices(store)                                     # the split every job uses (SPLIT_SEED)
     if args.limit: idx = idx[:args.limit]
-    res = compare(store, args.model, args.batch_size, cfg, indices=idx, progress=not args.json)
+    res = compare(store, args.model, args.batch_size, cfg, indices=idx, log=lambda m: print(m, file=sys.stderr))
     paths = save_compare(res, args.out)
-    return dict(settings=res['settings'], machine=res['machine'], table=res['table'].to_dict(orient='records'),
-                files=paths, horizons=list(args.horizons), threads=args.threads)
+    return dict(settings=res.settings, machine=res.machine, table=res.table.to_dict(orient='records'),
+                files=paths, horizons=list(res.horizons), margin=res.margin, verdicts=res.verdicts(),
+                flags=list(res.flags), threads=args.threads)
 
 def format_compare(r:dict) -> str:
     "The comparison table, the cost model's held-out error, and where the files are."
@@ -206,8 +221,10 @@ def format_compare(r:dict) -> str:
     where = '\n'.join(f"  {k}: {v}" for k, v in files.items())
     fit = f"\n\n{format_fit(s['fit'])}" if 'fit' in s else ''
     note = f"\n{r['files']['note']}" if r['files'].get('note') else ''
-    return (f"{head}\n\n{format_table(pd.DataFrame(r['table']), tuple(r['horizons']))}{fit}\n\n"
-            f"results written to:\n{where}{note}")
+    stop = f"\nmeasured {s['rounds']} rounds in rotation; stopped: {s['stopped']}"
+    flags = ''.join(f"\nflag: {f}" for f in r['flags'])
+    return (f"{head}\n\n{format_table(pd.DataFrame(r['table']), tuple(r['horizons']), r['margin'])}{stop}{flags}"
+            f"{fit}\n\nresults written to:\n{where}{note}")
 
 def _recommend_indices(store, info:dict, name:str, B:int):
     "The graphs `compare` measured when asked about its dataset and batch size, else the training split."
@@ -261,7 +278,7 @@ def cmd_bench_models(args) -> dict:
     _check_out(args); torch.set_num_threads(args.threads)
     store = load_dataset(_first_dataset(args), cache_dir=args.cache_dir)
     res = run_models_benchmark(store, models=tuple(args.models), batch_size=args.batch_size, steps=args.steps or 10,
-                               compiled_steps=args.compiled_steps or 4, modes=tuple(args.modes), out=args.out,
+                               modes=tuple(args.modes), out=args.out,
                                device=args.device, backend=args.backend, progress=not args.json, log=_log(args))
     return dict(what='models', out=args.out, machine=res['machine'], settings=res['settings'],
                 tables=res['tables'].to_dict(orient='records'), pyg=res['pyg'].to_dict(orient='records'))
@@ -301,7 +318,7 @@ def cmd_bench_validate(args) -> dict:
     if args.cache_dir: os.environ['GNNBATCH_CACHE'] = str(Path(args.cache_dir).absolute())   # fresh processes read it
     load_dataset(dataset)          # fail early, here, if the dataset is missing
     model = args.models[0] if args.models != _ALL_MODELS else 'schnet'
-    steps = {k: v for k, v in dict(steps=args.steps, compiled_steps=args.compiled_steps).items() if v}
+    steps = dict(steps=args.steps, budget_s=0) if args.steps else {}      # given: exactly that many rounds
     res = run_validation(dataset, model, args.batch_size, runs=tuple(runs), device=args.device, backend=args.backend,
                          out=args.out, progress=not args.json, log=_log(args), **steps)
     return dict(what='validate', out=args.out, machine=res['machine'], settings=res['settings'],
@@ -388,9 +405,7 @@ def _add_bench(sub):
     a('--modes', nargs='+', default=['eager', 'compiled', 'compiled-dynamic'], help='models: compile modes')
     a('--batch-size', type=int_at_least(1), default=32, help='models: batch size (default 32)')
     a('--steps', type=int_at_least(2), default=None,
-      help='models, batch-sizes, validate: eager steps per algorithm (default 10; validate: as compare)')
-    a('--compiled-steps', type=int_at_least(2), default=None,
-      help='models, validate: steps per compiled run (default 4; validate: as compare)')
+      help='models, batch-sizes, validate: timed rounds of every pair (default 10; validate: as compare)')
     a('--device', default='cpu', help="models: 'cpu' or 'cuda'")
     a('--backend', default='inductor', help="models: torch.compile backend (default inductor)")
     a('--threads', type=int_at_least(1), default=usable_cores(),
@@ -415,10 +430,13 @@ def _add_compare(sub):
     a('--modes', nargs='+', choices=('eager', 'compiled', 'compiled-dynamic', 'cudagraphs'),
       default=['eager', 'compiled'],
       help='compile modes (default: eager compiled)')
-    a('--steps', type=int_at_least(2), default=10, help='eager steps per algorithm (default 10)')
-    a('--compiled-steps', type=int_at_least(2), default=6, help='steps per compiled run (default 6)')
-    a('--compile-sample', nargs='+', default=['dynamic', 'static-64', 'static-2^N'],
-      help='algorithms measured compiled (default: dynamic static-64 static-2^N)')
+    a('--steps', type=int_at_least(2), default=10, help='timed rounds at least, a step of every pair each (default 10)')
+    a('--budget', type=nonnegative_float, default=120.0,
+      help='then more rounds for up to this many seconds, until the fastest group settles (default 120; 0: none)')
+    a('--margin', type=fraction, default=0.05,
+      help='practical-equivalence margin of the fastest group, a fraction (default 0.05: 5 %%)')
+    a('--compile-sample', nargs='+', default=None,
+      help='algorithms measured compiled, one-shape ones fully, the others at a sample shape (default: all but concat)')
     a('--horizons', nargs='+', type=int_at_least(1), default=[100_000, 2_000_000],
       help='step counts to predict (default 100000 2000000)')
     a('--limit', type=int_at_least(1), default=None, help='use only the first LIMIT training graphs')

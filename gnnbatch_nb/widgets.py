@@ -13,13 +13,14 @@ import pandas as pd
 from .batching.registry import ALGORITHMS, make_plan
 from .data.datasets import DATASETS, load_dataset, train_indices
 from .measure.costmodel import CostModel, ShapeProfile
-from .measure.compare import compare, load_cost_model, recommend, plot_compare
+from .measure.compare import compare, load_cost_model, recommend, plot_compare, Comparison, complete_table
 
 # %% auto #0
 __all__ = ['EXPLORER_BATCH_SIZES', 'EXPLORER_BUCKETS', 'find_results', 'default_sources', 'load_result_grid', 'load_stores',
-           'grid_profiles', 'check_steps', 'panel_rank', 'encode_steps', 'decode_steps', 'profile_data', 'cell_data',
-           'panel_data', 'json_script', 'panel_html', 'rank_html', 'winner_text', 'ComparisonPanel', 'explore_plan',
-           'batch_svg', 'explorer_data', 'explorer_html', 'training_sizes', 'BatchExplorer']
+           'grid_profiles', 'cell_comparison', 'check_steps', 'panel_rank', 'encode_steps', 'decode_steps',
+           'profile_data', 'cell_data', 'panel_data', 'json_script', 'panel_html', 'rank_html', 'winner_text',
+           'ComparisonPanel', 'explore_plan', 'batch_svg', 'explorer_data', 'explorer_html', 'training_sizes',
+           'BatchExplorer']
 
 # %% ../nbs/09_widgets.ipynb #de4ad9cf
 def find_results(results=None, # the results folder; default: the first `results/` found in . or a parent folder
@@ -98,6 +99,15 @@ def _flags(table:pd.DataFrame) -> dict:
     "(algorithm, mode) -> (measured step ms or nan, whether its compilation was measured), from a comparison table."
     return {(r.algorithm, r['mode']): (r.step_ms if r.step_src == 'measured' else float('nan'),
                                        r.compile_src == 'measured') for _, r in table.iterrows()}
+
+def cell_comparison(cell:dict, # a grid cell or a live run: `model`, `table`, `profiles`, `settings`, `machine`
+                   ) -> Comparison:
+    "The cell as a `Comparison` (its table completed with the verdict columns), e.g. for `plot_compare`."
+    s = cell['settings']
+    horizons, margin = tuple(s.get('horizons', (100_000, 2_000_000))), s.get('margin', 0.05)
+    t = complete_table(cell['table'], horizons, margin)
+    profiles = {a: cell['profiles'][a] for a in dict.fromkeys(t.algorithm)}
+    return Comparison(t, cell['model'], profiles, s, cell['machine'], None, horizons, margin)
 
 def check_steps(steps) -> float:
     "`steps` as a float; a clear error unless it is a positive number."
@@ -384,15 +394,12 @@ def _fmt_s(s:float) -> str:
     "Seconds as s, min or h, as the static panel writes them."
     return f"{s:.1f} s" if s < 60 else (f"{s/60:.1f} min" if s < 3600 else f"{s/3600:.2f} h")
 
-def winner_text(rank:pd.DataFrame, steps:float) -> str:
-    "One line: the clear winner for `steps` and the runner-up, or the best estimate and the pairs that tie with it."
-    b, at = rank.iloc[0], f"at {int(round(steps)):,} steps"
-    if not rank.winner.iloc[0]:
-        ties = ', '.join(f"{a} / {m}" for a, m in zip(rank.algorithm[rank.tie], rank['mode'][rank.tie]))
-        return (f"No clear winner {at}; best estimate <b>{b.algorithm} / {b['mode']}</b>, {_fmt_s(3600*b.total_h)}; "
-                f"these tie (95 % intervals overlap): {ties}")
-    nxt = f" (next: {rank.algorithm[1]} / {rank['mode'][1]}, &times;{rank.vs_best[1]:.3f})" if len(rank) > 1 else ''
-    return f"Winner {at}: <b>{b.algorithm} / {b['mode']}</b>, {_fmt_s(3600*b.total_h)}{nxt}"
+def winner_text(rank:pd.DataFrame, # a ranking from `recommend` (its verdict in `attrs['verdict']`)
+                steps:float) -> str:
+    "One line: the best estimate for `steps` in bold, then the verdict in the words of `gnnbatch compare`."
+    b = rank.iloc[0]
+    return (f"Best estimate at {int(round(steps)):,} steps: <b>{b.algorithm} / {b['mode']}</b>, "
+            f"{_fmt_s(3600*b.total_h)}. {html.escape(rank.attrs['verdict'])}")
 
 # %% ../nbs/09_widgets.ipynb #3de7c55a
 def _mimebundle(box, fallback, **kwargs) -> dict:
@@ -425,7 +432,7 @@ class ComparisonPanel:
     def __init__(self, results=None, sources=None, # committed results (see `load_result_grid`)
                  dataset='qm9', model='schnet', batch_size:int=32, steps:float=100_000, # the starting choice
                  algorithms=tuple(ALGORITHMS), modes=('eager', 'compiled'), # what Run measures
-                 measure_steps:int=10, graphs:int=0, # eager steps per algorithm; training graphs used (0: all)
+                 measure_steps:int=10, graphs:int=0, # timed rounds of every pair; training graphs used (0: all)
                  fallback:bool=True): # add the static view to the display
         import ipywidgets as W
         self.grid, self.stores, self.profiles, self.current = load_result_grid(results, sources), {}, {}, None
@@ -484,7 +491,7 @@ def redraw(self:ComparisonPanel, plot:bool=True):
     self.winner.value, self.table.value = winner_text(rank, steps), rank_html(rank)
     if plot:                        # a PNG in an Image widget: shown whatever matplotlib backend the kernel runs
         import io, matplotlib.pyplot as plt
-        fig = plot_compare(dict(c, profiles={a: c['profiles'][a] for a in dict.fromkeys(c['table'].algorithm)}))
+        fig = plot_compare(cell_comparison(c))
         buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=80); plt.close(fig)
         self.plot.value = buf.getvalue()
 
@@ -501,17 +508,18 @@ def run(self:ComparisonPanel) -> dict:
     with self.progress:            # the Output widget shows compare's progress bar (and would swallow an exception)
         self.progress.clear_output()
         try: res = compare(store, m, b, algorithms=self.w['algorithms'].value, modes=self.w['modes'].value,
-                           steps=self.w['measure_steps'].value, indices=idx, progress=True, log=lambda *a: None)
+                           steps=self.w['measure_steps'].value, budget_s=0, indices=idx, progress=False)
         except Exception as e: err = e
     self.run_button.disabled = False
     if err is not None:
         self.status.value = f"Run failed: {html.escape(str(err))}"; raise err
     when = datetime.now().isoformat(timespec='seconds')
-    self.current = dict(res, source=f'measured in this kernel at {when}', measured_at=when)
+    self.current = dict(model=res.cost_model, table=res.table, profiles=res.profiles, machine=res.machine,
+                        settings=res.settings, source=f'measured in this kernel at {when}', measured_at=when)
     self.redraw()                   # table and plot first: the status line below says they are done
     self.status.value = (f"<span class='gb-live' data-measured-at='{when}'>Measured now in this kernel at <b>{when}</b>"
                          f"</span>: {len(idx) if idx is not None else 'all'} training graphs, "
-                         f"{res['settings']['wall_s']:.1f} s.")
+                         f"{res.settings['wall_s']:.1f} s.")
     return res
 
 @patch

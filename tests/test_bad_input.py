@@ -92,7 +92,7 @@ def test_bench_checks_out_before_measuring(blocker):
 def test_compare_still_saves_when_out_is_writable(tmp_path, tiny_pt):
     "The check does not get in the way: a writable --out (created if missing) receives the results."
     out_dir = tmp_path/'new'/'folder'
-    rc, out, err = cli('compare', '--data', tiny_pt, '--batch-size', '4', '--steps', '2', '--compiled-steps', '2',
+    rc, out, err = cli('compare', '--data', tiny_pt, '--batch-size', '4', '--steps', '2', '--budget', '0',
                        '--modes', 'eager', '--algorithms', 'dynamic', 'concat', '--compile-sample', 'dynamic',
                        '--backend', 'eager', '--out', out_dir)
     assert rc == 0, err
@@ -274,7 +274,7 @@ def test_plan_numbers_either_work_or_fail_in_one_line(tiny_pt, batch_size, epoch
 
 
 @settings(max_examples=30, deadline=None)
-@given(flag=st.sampled_from(['--steps', '--compiled-steps', '--limit', '--threads', '--batch-size', '--horizons']),
+@given(flag=st.sampled_from(['--steps', '--limit', '--threads', '--batch-size', '--horizons']),
        value=st.one_of(st.integers(-5, 0).map(str), st.floats(0.01, 50).filter(lambda v: v != int(v)).map(repr),
                        st.sampled_from(['', 'many', 'nan'])))
 def test_compare_refuses_bad_numbers_before_any_work(flag, value):

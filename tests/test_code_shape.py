@@ -42,3 +42,28 @@ def test_the_checks_see_long_code(tmp_path):
     p.write_text('def f():\n    "doc"\n' + '    x = 1\n' * MAX_BODY + f"y = '{'a' * MAX_LINE}'\n")
     assert [n for _, n in long_functions(p)] == [MAX_BODY + 1]
     assert len(long_lines(p)) == 1
+
+# One training step: forward, loss, backward and optimiser step are written once, in `training.timers.train_step`;
+# every trainer, timer and benchmark calls it (a gradient alone, e.g. for a padding check, is not a training step).
+ONE_STEP = ('timers.py', 'train_step')
+
+def own_training_steps(path:Path) -> list:
+    "Functions of `path` that call both `.backward()` and `.step()`: a training step of their own."
+    out = []
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)): continue
+        calls = {n.func.attr for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+        name = getattr(fn, 'name', '<lambda>')
+        if {'backward', 'step'} <= calls and (path.name, name) != ONE_STEP: out.append(f'{path.name}:{fn.lineno} {name}')
+    return out
+
+def test_one_training_step():
+    found = [x for p in sources() for x in own_training_steps(p)]
+    assert not found, f"these write their own backward and optimiser step; call training.timers.train_step: {found}"
+    assert any(p.name == ONE_STEP[0] and 'def train_step(' in p.read_text() for p in sources())
+
+def test_the_one_step_check_sees_another_step(tmp_path):
+    p = tmp_path/'trainer.py'
+    p.write_text("def fit(model, opt, b):\n    loss = model(b).sum()\n    opt.zero_grad(); loss.backward(); opt.step()\n"
+                 "def grads(model, b):\n    model(b).sum().backward()\n")
+    assert own_training_steps(p) == ['trainer.py:1 fit']

@@ -17,7 +17,7 @@ def gnnbatch(*args, check=True):
 def test_compare_end_to_end_small(tmp_path):
     "gnnbatch compare --steps <small>: every algorithm, eager and compiled (Dynamo tracing), files, then recommend."
     out = tmp_path/'cmp'
-    r = gnnbatch('compare', '--limit', '600', '--batch-size', '8', '--steps', '3', '--compiled-steps', '3',
+    r = gnnbatch('compare', '--limit', '600', '--batch-size', '8', '--steps', '3', '--budget', '0',
                  '--backend', 'eager',
                  '--compile-sample', 'dynamic', 'static-64', '--out', str(out), '--json')
     res = json.loads(r.stdout)
@@ -34,17 +34,20 @@ def test_compare_end_to_end_small(tmp_path):
         c = t[f'compiles_{S}']
         by_hand = (S * t.step_ms / 1e3 + c * t.compile_s + (c > 0) * info['startup_s']) / 3600
         np.testing.assert_allclose(by_hand, t[f'hours_{S}'], rtol=1e-9)
-        assert t[f'best_{S}'].sum() == 1 and t[f'winner_{S}'].any() != t[f'tie_{S}'].any()
-    assert set(info['settings']['fit']) == {'eager', 'compiled'} and info['settings']['interleaved']
+        assert t[f'best_{S}'].sum() == 1 and t[f'best_{S}'][t[f'group_{S}']].any()
+    assert set(info['settings']['fit']) == {'eager', 'compiled'} and info['settings']['rotated']
+    assert info['settings']['stopped'] == '3 rounds done' and info['settings']['horizons'] == [100_000, 2_000_000]
+    assert [v.startswith(f'at {S:,} steps the fastest group') for v, S in zip(res['verdicts'], (100_000, 2_000_000))]
     steps = pd.read_csv(out/'steps.csv')
-    ea = steps[steps['mode'] == 'eager'].sort_values('seq')              # eager steps in rotation
-    assert ea.algorithm.tolist()[:len(ALGORITHMS)] == list(ALGORITHMS)
-    assert ea.groupby('algorithm').seq.apply(lambda s: s.diff().dropna().between(1, 2 * len(ALGORITHMS)).all()).all()
+    timed = steps[steps.seq >= 0].sort_values('seq')                 # eager and compiled steps in one rotation
+    n = len(ALGORITHMS) + 2
+    assert len(timed) == 3 * n and timed.groupby(['algorithm', 'mode']).size().eq(3).all()
+    assert (timed.groupby('round').seq.agg(['min', 'max']).diff(axis=1)['max'] == n - 1).all()
     text = gnnbatch('recommend', '--from', str(out), '--steps', '1000').stdout
     assert 'vs_best' in text and 'compiled' in text
 
 def test_compare_table_output_marks_projections(tmp_path):
-    r = gnnbatch('compare', '--limit', '300', '--batch-size', '8', '--steps', '3', '--compiled-steps', '3',
+    r = gnnbatch('compare', '--limit', '300', '--batch-size', '8', '--steps', '3', '--budget', '0',
                  '--backend', 'eager',
                  '--algorithms', 'dynamic', 'packing', '--compile-sample', 'dynamic', '--out', str(tmp_path/'c'))
     assert '*' in r.stdout and 'projected' in r.stdout and str(tmp_path/'c') in r.stdout
@@ -115,7 +118,7 @@ def test_total_and_break_even_by_hand():
 def test_bench_validate_end_to_end(tmp_path):
     "gnnbatch bench validate: fit by compare, fresh-process runs, predictions beside measurements, files written."
     out = tmp_path/'val'
-    r = gnnbatch('bench', 'validate', '--batch-size', '4', '--steps', '3', '--compiled-steps', '3',
+    r = gnnbatch('bench', 'validate', '--batch-size', '4', '--steps', '3',
                  '--backend', 'eager',
                  '--runs', 'dynamic:eager:3', 'static-64:compiled:4', '--out', str(out), '--json')
     res = json.loads(r.stdout)
@@ -133,8 +136,9 @@ def test_bench_validate_bad_runs_is_one_line():
 # ---- issue 13: a comparison whose answer can be trusted -------------------------------------------------------------
 from gnnbatch_nb.sizes import qm9_like
 from gnnbatch_nb.measure.costmodel import ShapeProfile
-from gnnbatch_nb.measure.steps import summarise, rotation, measure_interleaved
-from gnnbatch_nb.measure.compare import tabulate, recommend, format_table, save_compare, complete_table
+from gnnbatch_nb.measure.steps import summarise, rotation, measure_rotating
+from gnnbatch_nb.measure.compare import (tabulate, recommend, format_table, save_compare, complete_table, Comparison,
+                                         disagreements, shape_inversions, verdict_words)
 
 def _synthetic_run(algorithm, mode, step_s, noise, rng, steps=25, compile_s=0.0, shape=(600, 10_000, 33)):
     "A run as `measure` returns it: `steps` steps of one shape around `step_s` (lognormal noise), a compile first."
@@ -165,7 +169,9 @@ def test_clear_winner_when_it_beats_the_runner_up_beyond_the_interval(sizes):
         assert t[f'winner_{h}'].tolist() == [True, False] and not t[f'tie_{h}'].any()
         assert t[f'hi_hours_{h}'][0] < t[f'lo_hours_{h}'][1]
     assert (t.step_src == 'measured').all()
-    assert '<' in format_table(t, (1000, 10**6)) and 'no clear winner' not in format_table(t, (1000, 10**6))
+    text = format_table(t, (1000, 10**6))
+    assert '<' in text and 'fastest group (none shown more than 5 % slower than the best' in text
+    assert 'avoid: packing / eager (1.3× slower)' in text.splitlines()[-1]
 
 def test_a_difference_within_the_interval_is_a_tie(sizes):
     "dynamic 100 ms and packing 101 ms with 10 % noise: the intervals overlap, the table and recommend say tie."
@@ -176,11 +182,13 @@ def test_a_difference_within_the_interval_is_a_tie(sizes):
     t, _, cm = tabulate(runs, profiles, modes=('eager',), horizons=(1000,))
     assert not t.winner_1000.any() and t.best_1000.sum() == 1
     assert set(t.algorithm[t.tie_1000]) == {'dynamic', 'packing'}          # the slow one does not tie
+    assert set(t.algorithm[t.group_1000]) == {'dynamic', 'packing'} and t.avoid_1000.tolist()[2]
     text = format_table(t, (1000,))
-    assert 'no clear winner' in text and 'dynamic / eager' in text.splitlines()[-1] and '=' in text
+    assert 'dynamic / eager' in text.splitlines()[-1] and '=' in text and 'avoid: static-2^N / eager' in text
     rk = recommend(cm, profiles, 1000)
     assert not rk.winner.any() and set(rk.algorithm[rk.tie]) == {'dynamic', 'packing'}
-    assert rk.algorithm[0] == t.algorithm[t.best_1000].item() and 'no clear winner' in rk.attrs['verdict']
+    assert set(rk.algorithm[rk.group]) == {'dynamic', 'packing'}
+    assert rk.algorithm[0] == t.algorithm[t.best_1000].item() and rk.attrs['verdict'] == text.splitlines()[-1]
 
 def test_totals_are_made_of_the_figures_shown(sizes):
     "A measured compiled row (one shape) and projected ones: every total is S x step_ms + compiles x s/compile (+ c0)."
@@ -215,13 +223,13 @@ def small_qm9():
     from gnnbatch_nb.data.datasets import load_dataset
     return load_dataset('qm9').subset(np.arange(400))
 
-def test_interleaved_steps_follow_the_rotation(small_qm9):
-    "Three eager runs, four steps each: the steps were taken one of each in turn, each run's own batches in order."
-    algs = ['dynamic', 'static-64', 'packing']
-    res = measure_interleaved(small_qm9, 'schnet', algs, 4, steps=4)
-    rec = pd.concat([r['records'].assign(run=i) for i, r in enumerate(res)]).sort_values('seq')
+def test_rotating_steps_follow_the_rotation(small_qm9):
+    "Three runs, four rounds: the steps were taken one of each in turn after each run's first step."
+    algs = ['dynamic', 'static-64', dict(algorithm='packing', mode='compiled')]
+    res = measure_rotating(small_qm9, 'schnet', algs, 4, rounds=4, warmup=1, backend='eager')['results']
+    rec = pd.concat([r['records'].assign(run=i) for i, r in enumerate(res)]).query('seq >= 0').sort_values('seq')
     assert rec.seq.tolist() == list(range(12)) and rec.run.tolist() == rotation(3, 4)
-    assert all(r['records'].step.tolist() == [0, 1, 2, 3] for r in res)
+    assert all(r['records'].step.tolist() == [0, 1, 2, 3, 4] for r in res)
     assert all(r['summary']['steady_lo'] <= r['summary']['steady_median'] <= r['summary']['steady_hi'] for r in res)
 
 def test_save_compare_keeps_the_results_when_the_folder_cannot_be_written(sizes, tmp_path):
@@ -229,8 +237,8 @@ def test_save_compare_keeps_the_results_when_the_folder_cannot_be_written(sizes,
     runs = [_synthetic_run('dynamic', 'eager', 0.1, 0.01, rng), _synthetic_run('packing', 'eager', 0.12, 0.01, rng)]
     profiles = _profiles(sizes, ['dynamic', 'packing'])
     t, rec, cm = tabulate(runs, profiles, modes=('eager',))
-    res = dict(table=t, records=rec, model=cm, profiles=profiles, settings=dict(model='schnet', dataset='x', batch_size=16),
-               machine=dict(cpu='test'))
+    res = Comparison(t, cm, profiles, dict(model='schnet', dataset='x', batch_size=16), dict(cpu='test', date='today'),
+                     rec)
     blocker = tmp_path/'a-file'; blocker.write_text('x')
     with pytest.warns(UserWarning, match='a copy of the results went to'):
         paths = save_compare(res, blocker/'out')
@@ -240,5 +248,56 @@ def test_save_compare_keeps_the_results_when_the_folder_cannot_be_written(sizes,
 def test_old_tables_read_with_point_intervals():
     t = pd.read_csv(Path(__file__).resolve().parent.parent/'results'/'models'/'schnet'/'compare.csv')
     c = complete_table(t)
-    assert (c.step_lo_ms == c.step_ms).all() and (c.best_100000 == c.winner_100000).all() and not c.tie_100000.any()
+    assert (c.step_lo_ms == c.step_ms).all() and c.best_100000.sum() == 1 and c.group_100000.any()
     assert 'total @100,000' in format_table(c)
+
+# ---- issue 19: a verdict a user can act on ---------------------------------------------------------------------------
+def _cost_model_with(measured:dict, n_shapes:int=8) -> CostModel:
+    "Eager and compiled steps on a line (compiled 20 % faster at every shape), and `measured` compiled figures."
+    rows = []
+    for mode, f in (('eager', 1.0), ('compiled', 0.8)):
+        for N in range(100, 100 * (n_shapes + 1), 100):
+            rows += [dict(N=N, E=10 * N, G=9, update_s=f * (2.0 + 0.001 * N) / 1e3 * (1 + 1e-3 * k), compiles=0,
+                          step=k + 1, mode=mode) for k in range(5)]
+    cm = CostModel.fit(pd.DataFrame(rows))
+    cm.measured = measured
+    return cm
+
+def test_a_projection_that_disagrees_with_a_measurement_is_flagged():
+    "packing measured 40 % slower than the fit projects at its own shape: flagged, and the measured figure is used."
+    ms = lambda N, f=1.0: f * 0.8 * (2.0 + 0.001 * N) / 1e3
+    cm = _cost_model_with({('dynamic', 'compiled'): dict(mean_shape=np.array([300., 3000, 9]), step_s=ms(300)),
+                           ('packing', 'compiled'): dict(mean_shape=np.array([400., 4000, 9]), step_s=ms(400, 1.4)),
+                           ('static-64', 'compiled'): dict(mean_shape=np.array([500., 5000, 9]), step_s=np.nan,
+                                                           sample_shape=np.array([350., 3500, 9]),
+                                                           sample_step_s=ms(350, 1.3))})
+    flags = disagreements(cm)
+    assert [f.split(' / ')[0] for f in flags] == ['packing', 'static-64'] and all('measured figure is used' in f
+                                                                                   for f in flags)
+    p = _profile_from_draws(np.zeros(10, int), 'static-64'); p.mean_shape = np.array([500., 5000, 9])
+    t, _, _, src = cm.step_time(p, 'compiled')                         # the sampled pair: anchored on its sample
+    f = lambda N: float(cm.step['compiled'](N, 10 * N, 9))
+    assert src == 'projected' and t == pytest.approx(ms(350, 1.3) * f(500) / f(350), rel=1e-9)
+    assert shape_inversions(cm) == [] and disagreements(_cost_model_with({})) == []
+
+def test_a_smaller_shape_much_slower_than_a_larger_one_is_flagged():
+    cm = _cost_model_with({('dynamic', 'compiled'): dict(mean_shape=np.array([640., 10240, 33]), step_s=0.031),
+                           ('static-64', 'compiled'): dict(mean_shape=np.array([576., 9216, 33]), step_s=0.021),
+                           ('static-2^N', 'compiled'): dict(mean_shape=np.array([1024., 16384, 33]), step_s=0.025)})
+    got = shape_inversions(cm)           # dynamic (640) is 24 % slower than static-2^N on the larger 1024
+    assert len(got) == 1 and got[0].startswith('dynamic / compiled') and 'static-2^N / compiled' in got[0]
+
+@given(vs=st.lists(st.floats(1.0, 5.0), min_size=1, max_size=8), margin=st.floats(0.0, 0.2))
+@settings(max_examples=50, deadline=None)
+def test_the_fastest_group_and_the_words(vs, margin):
+    "Exact totals (no interval): the group is every pair within the margin of the best, named in the words."
+    from gnnbatch_nb.measure.costmodel import fastest_group, AVOID_RATIO
+    est = np.array([1.0] + vs); ratio = est / est.min()
+    group = fastest_group(est, est, est, margin)
+    assert group.tolist() == (ratio <= 1 + margin).tolist()
+    names = [f'a{i} / eager' for i in range(len(est))]
+    avoid = ~group & (ratio >= AVOID_RATIO)
+    words = verdict_words(names, ratio, group, avoid, 1000, margin)
+    head, _, tail = words.partition('; avoid: ')
+    assert all((names[i] + ' (') in head for i in np.flatnonzero(group))
+    assert all((names[i] + ' (') in tail for i in np.flatnonzero(avoid))

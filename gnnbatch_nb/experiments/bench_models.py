@@ -46,7 +46,7 @@ def _save_models_benchmark(res:dict, out):
 # %% ../../nbs/08c_bench_models.ipynb #04d0b9dc
 def run_models_benchmark(store:GraphStore, # the dataset (QM9 for the benchmark)
                          models=('schnet', 'mpeu', 'painn'), batch_size:int=32,
-                         steps:int=10, compiled_steps:int=4, # eager steps per algorithm; steps per compiled run
+                         steps:int=10, # timed rounds of every pair (no budget: a fixed length per model)
                          modes=('eager', 'compiled', 'compiled-dynamic'),
                          samples:dict|None=None, # model -> algorithms compiled in 'compiled' (default `BENCH_SAMPLES`)
                          dynamic_sample=('static-64',), # algorithms run under 'compiled-dynamic'
@@ -59,14 +59,14 @@ def run_models_benchmark(store:GraphStore, # the dataset (QM9 for the issue's be
     for m in models:
         t0, sub = time.perf_counter(), _mode_samples(m, modes, samples, dynamic_sample)
         # one compare for all compiled modes, each with its own sample; the eager runs are done once
-        res = compare(store, m, batch_size, modes=('eager',) + tuple(sub), steps=steps, compiled_steps=compiled_steps,
+        res = compare(store, m, batch_size, modes=('eager',) + tuple(sub), steps=steps, budget_s=0,
                       compile_sample=tuple(dict.fromkeys(a for s in sub.values() for a in s)), device=device,
                       backend=backend, progress=progress, mode_samples=sub)
-        res['table'].insert(0, 'model', m); tables.append(res['table']); recs.append(res['records'].assign(model=m))
+        res.table.insert(0, 'model', m); tables.append(res.table); recs.append(res.records.assign(model=m))
         if out is not None: save_compare(res, Path(out)/m)
         log(f"{m}: {time.perf_counter() - t0:.0f} s")
         if pyg: pyg_rows += _pyg_baselines(store, m, batch_size, steps, device)
-    settings = dict(dataset=store.name, batch_size=batch_size, steps=steps, compiled_steps=compiled_steps,
+    settings = dict(dataset=store.name, batch_size=batch_size, steps=steps,
                     modes=list(modes), samples={k: list(v) for k, v in samples.items()}, backend=backend,
                     device=str(device))
     res = dict(tables=pd.concat(tables, ignore_index=True), pyg=pd.DataFrame(pyg_rows),
@@ -110,18 +110,18 @@ VALIDATION_RUNS = tuple((a, m, 60) for m in ('eager', 'compiled')
                   + (('static-64', 'eager', 60), ('static-64', 'eager', 12), ('static-64', 'compiled', 12),
                      ('dynamic', 'compiled', 12))
 
-def _fit_cold(store, model, batch_size, progress, log, **compare_kwargs) -> dict:
+def _fit_cold(store, model, batch_size, progress, log, **compare_kwargs):
     "`compare` with an empty compile cache of its own (cold compilations, as a new machine would meet them)."
     cold = tempfile.mkdtemp(prefix='gnnbatch_fit_cache_')
     try: fit = compare(store, model, batch_size, cache_dir=cold, progress=progress, **compare_kwargs)
     finally: shutil.rmtree(cold, ignore_errors=True)
-    log(f"fit: compare took {fit['settings']['wall_s']:.0f} s")
+    log(f"fit: compare took {fit.settings['wall_s']:.0f} s")
     return fit
 
-def _validation_run(source, store, fit:dict, run:tuple, **job) -> tuple:
+def _validation_run(source, store, fit, run:tuple, **job) -> tuple:
     "Predict run `(algorithm, mode, steps)` from `fit`, measure it in a fresh process: its table row and records."
-    (a, m, S), cm = run, fit['model']
-    prof = fit['profiles'].get(a) or ShapeProfile.simulate(store.sizes[train_indices(store)], a, job['batch_size'],
+    (a, m, S), cm = run, fit.cost_model
+    prof = fit.profiles.get(a) or ShapeProfile.simulate(store.sizes[train_indices(store)], a, job['batch_size'],
                                                            seed=job['seed'])
     pred, pred_c = float(cm.total(prof, m, S)[0]), float(cm.compiles(prof, m, S)[0])
     r = measure_fresh(source, dict(algorithm=a, mode=m, steps=S, **job))
@@ -143,7 +143,7 @@ def _save_validation(res:dict, out):
 def run_validation(source='qm9', # dataset name or `GraphStore`
                    model:str='schnet', batch_size:int=32,
                    runs=VALIDATION_RUNS, # (algorithm, mode, steps) of each fresh-process run
-                   fit:dict|None=None, # a `compare` result to validate (default: run `compare` here, cold cache)
+                   fit=None, # a `Comparison` to validate (default: run `compare` here, cold cache)
                    seed:int=0, device='cpu', backend:str='inductor',
                    out=None, # folder: validation.csv, steps.csv, machine.json (+ the fit's comparison in `fit/`)
                    progress:bool=True, log=print, **compare_kwargs) -> dict:
@@ -161,8 +161,8 @@ def run_validation(source='qm9', # dataset name or `GraphStore`
             f"predicted {row['predicted_s']:.1f} s")
     t = pd.DataFrame(rows); t['error'] = t.predicted_s / t.measured_s - 1
     settings = dict(dataset=store.name, model=model, batch_size=batch_size, seed=seed, device=str(device),
-                    backend=backend, runs=[list(r) for r in runs], startup_s=fit['model'].startup_s,
-                    compile_s=fit['model'].compile_s)
+                    backend=backend, runs=[list(r) for r in runs], startup_s=fit.cost_model.startup_s,
+                    compile_s=fit.cost_model.compile_s)
     res = dict(table=t, winners=validation_winners(t), fit=fit, records=pd.concat(recs, ignore_index=True),
                machine=machine_info(), settings=settings)
     if out is not None: _save_validation(res, out)
@@ -204,10 +204,10 @@ def run_batch_size_grid(stores:dict, # dataset name -> GraphStore
         for m in models:
             for B in batch_sizes:
                 t0 = time.perf_counter()
-                r = compare(store, m, B, algorithms=algorithms, modes=('eager',), steps=steps, device=device,
-                            progress=False)
-                tables.append(r['table'].assign(dataset=d, model=m, batch_size=B))
-                recs.append(r['records'].assign(dataset=d, model=m, batch_size=B))
+                r = compare(store, m, B, algorithms=algorithms, modes=('eager',), steps=steps, budget_s=0,
+                            device=device, progress=False)
+                tables.append(r.table.assign(dataset=d, model=m, batch_size=B))
+                recs.append(r.records.assign(dataset=d, model=m, batch_size=B))
                 log(f"{d} {m} B={B}: {time.perf_counter() - t0:.0f} s")
     t = pd.concat(tables, ignore_index=True)
     if out is not None:

@@ -21,7 +21,7 @@ from ..loading import PaddedBatch, collate
 from ..models.schnet import GivenGraph
 from ..models.painn import cosine_cutoff, sinc_rbf
 from ..models.registry import make_model, masked_mse, dataset_species
-from ..training.timers import compile_cache, usable_cores, cpu_kernel_options
+from ..training.timers import compile_cache, usable_cores, cpu_kernel_options, timing_settings, train_step
 from ..measure.machine import machine_info, save_machine, in_fresh_process
 from ..measure.steps import median_ci
 from .study_jax import study_jax_setup, study_jax_steps
@@ -141,8 +141,8 @@ class Runner:
         self.name, self.mode, self.fwd, self.batches = name, mode, fwd, batches
         self.opt = torch.optim.Adam(fwd.parameters(), lr=lr)
     def step(self, b:PaddedBatch):
-        loss = masked_mse(self.fwd(b), b)
-        self.opt.zero_grad(set_to_none=True); loss.backward(); self.opt.step()
+        "One `train_step` (06a) on `b`: the step every trainer and timer of the package runs."
+        train_step(self.fwd, self.opt, b, masked_mse)
     def time_steps(self) -> list:
         "Seconds of one training step on each batch, in order."
         ts = []
@@ -259,6 +259,7 @@ def bench_threads(source, # a dataset name or a `GraphStore`
     "Every model's contenders at this process's thread count: per-step `steps`, `flops`, `gflops`, `profiles`."
     store = load_dataset(source) if isinstance(source, str) else source
     steps, flops = [], []
+    timing_settings()                                   # the settings of every timed process (06a)
     with torch._dynamo.config.patch(recompile_limit=64):
         for m in models:
             runs = make_runners(store, m, compiled)

@@ -12,8 +12,8 @@ from ..sizes import GraphSizes
 from ..batching.registry import make_plan
 
 # %% auto #0
-__all__ = ['FEATURES', 'steady_shapes', 'StepCost', 'fit_step_cost', 'heldout_errors', 'compile_cost', 'ShapeProfile', 'verdict',
-           'CostModel', 'cost_model_to_json', 'cost_model_from_json']
+__all__ = ['FEATURES', 'AVOID_RATIO', 'steady_shapes', 'StepCost', 'fit_step_cost', 'heldout_errors', 'compile_cost',
+           'ShapeProfile', 'verdict', 'fastest_group', 'CostModel', 'cost_model_to_json', 'cost_model_from_json']
 
 # %% ../../nbs/07c_costmodel.ipynb #a225e911
 FEATURES = ('N', 'E', 'G')
@@ -164,6 +164,19 @@ def verdict(est, # estimated totals `[n]`
     clear = not others.any() or bool(hi[b] < lo[others].min())
     return best, best & clear, (lo <= hi[b]) & (not clear)
 
+# %% ../../nbs/07c_costmodel.ipynb #7a9a7a5f
+AVOID_RATIO = 1.2      # an estimate at least this many times the best's: a pair to avoid
+
+def fastest_group(est, # estimated totals `[n]`
+                  lo, hi, # their intervals' ends `[n]`
+                  margin:float=0.05, # practical-equivalence margin X: slower by up to this fraction is "as fast"
+                 ) -> np.ndarray:
+    "Boolean `[n]`: the pairs not shown slower than the best by more than `margin` (`lo <= (1 + X) * hi_best`)."
+    best, _, _ = verdict(est, lo, hi)
+    if not 0 <= margin < 1: raise ValueError(f"margin must lie in [0, 1), got {margin}")
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    return lo <= (1 + margin) * hi[best][0]
+
 # %% ../../nbs/07c_costmodel.ipynb #e7fe6cae
 @dataclass
 class CostModel:
@@ -222,6 +235,8 @@ class CostModel:
         if got is not None and np.isfinite(got.get('step_s', np.nan)):
             return got['step_s'], got['step_lo_s'], got['step_hi_s'], 'measured'
         t, e = float(self.step[mode](*profile.mean_shape)), self._halfwidth(mode)
+        if got is not None and np.isfinite(got.get('sample_step_s', np.nan)):   # anchored on a measured shape
+            t *= got['sample_step_s'] / float(self.step[mode](*got['sample_shape']))
         return t, t * (1 - e), t * (1 + e), 'projected'
 
     def compile_time(self, profile:ShapeProfile, mode:str) -> float:
@@ -262,8 +277,10 @@ class CostModel:
         bad = np.nonzero(d >= 0)[0]
         return 0.0 if len(bad) == 0 else float(grid[bad[-1] + 1])
 
-    def recommend(self, profiles:dict, steps:float, modes=None) -> pd.DataFrame:
-        "Every (algorithm, mode) ranked by predicted total time for `steps` steps, with `verdict`'s flags."
+    def recommend(self, profiles:dict, steps:float, modes=None,
+                  margin:float=0.05, # practical-equivalence margin of `fastest_group`
+                 ) -> pd.DataFrame:
+        "Every (algorithm, mode) ranked by predicted total time for `steps`: `verdict`'s flags, `group`, `avoid`."
         rows = []
         for a, p in profiles.items():
             for m in (modes or self.step):
@@ -274,6 +291,9 @@ class CostModel:
         df = pd.DataFrame(rows).sort_values('total_h').reset_index(drop=True)
         df['vs_best'] = df.total_h / df.total_h.iloc[0]
         df['best'], df['winner'], df['tie'] = verdict(df.total_h, df.total_lo_h, df.total_hi_h)
+        df['group'] = fastest_group(df.total_h, df.total_lo_h, df.total_hi_h, margin)
+        df['avoid'] = ~df.group & (df.vs_best >= AVOID_RATIO)
+        df.attrs['margin'] = margin
         return df
 
 # %% ../../nbs/07c_costmodel.ipynb #2475538e
@@ -282,8 +302,8 @@ def cost_model_to_json(cm:CostModel) -> dict:
     keys = ('kind', 'n_shapes', 'rel_err', 'heldout_err', 'heldout_err95', 'heldout_n')
     fits = {m: dict(coef=[float(c) for c in sc.coef], compile_s=float(cm.compile_s[m]),
                     **{k: getattr(sc, k) for k in keys}) for m, sc in cm.step.items()}
-    measured = [dict(algorithm=a, mode=m, **{k: [float(x) for x in v] if k == 'mean_shape' else float(v)
-                                              for k, v in d.items()}) for (a, m), d in cm.measured.items()]
+    as_json = lambda v: [float(x) for x in v] if np.ndim(v) else float(v)
+    measured = [dict(algorithm=a, mode=m, **{k: as_json(v) for k, v in d.items()}) for (a, m), d in cm.measured.items()]
     return dict(cost_model=fits, startup_s=float(cm.startup_s), dynamic_compiles=float(cm.dynamic_compiles),
                 measured=measured)
 
@@ -292,7 +312,7 @@ def cost_model_from_json(info:dict) -> CostModel:
     nan, fits = float('nan'), info['cost_model']
     step = {m: StepCost(np.array(v['coef']), v['kind'], v['n_shapes'], v['rel_err'], v.get('heldout_err', nan),
                         v.get('heldout_err95', nan), v.get('heldout_n', 0)) for m, v in fits.items()}
-    measured = {(d['algorithm'], d['mode']): {k: np.array(v) if k == 'mean_shape' else v for k, v in d.items()
+    measured = {(d['algorithm'], d['mode']): {k: np.array(v) if isinstance(v, list) else v for k, v in d.items()
                                               if k not in ('algorithm', 'mode')} for d in info.get('measured', [])}
     return CostModel(step, {m: v['compile_s'] for m, v in fits.items()}, measured=measured,
                      dynamic_compiles=info.get('dynamic_compiles', 1.0), startup_s=info.get('startup_s', 0.0))

@@ -8,7 +8,7 @@ import importlib, json, os, pickle, platform, shutil, signal, subprocess, sys, t
 from pathlib import Path
 import numpy as np
 import torch
-from ..training.timers import keep_freed_memory, flush_denormals
+from ..training.timers import timing_settings
 
 
 # %% auto #0
@@ -39,8 +39,7 @@ def save_machine(out, # the results folder (created if missing)
 def _fresh_child(path:str):
     "Body of `in_fresh_process`: call the pickled target; pickle `('ok', result)` or `('failed', 'Type: msg')`."
     with open(path, 'rb') as f: target, args, threads = pickle.load(f)
-    torch.set_num_threads(threads)
-    keep_freed_memory(); flush_denormals()
+    timing_settings(threads)                 # threads, subnormals flushed, freed memory kept (06a)
     mod, fn = target.split(':')
     try: res = ('ok', getattr(importlib.import_module(mod), fn)(*args))
     except Exception as e: res = ('failed', f'{type(e).__name__}: {e}'[:1000])

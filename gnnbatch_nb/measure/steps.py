@@ -4,7 +4,8 @@
 
 # %% ../../nbs/07b_measure.ipynb #aad4d1db
 from __future__ import annotations
-import shutil, tempfile, time
+import contextlib, shutil, tempfile, time
+from functools import partial
 import numpy as np
 import pandas as pd
 import torch
@@ -15,13 +16,14 @@ from ..graphs import GraphStore, GraphDataset
 from ..data.datasets import load_dataset, train_indices
 from ..batching.registry import make_plan
 from ..loading import PaddedBatch, collate, edge_pairs, pair_tensors
-from ..training.timers import sync, compile_model, compile_cache, CompileCounter, COMPILE_MODES, flush_denormals
+from ..training.timers import (sync, compile_model, compile_cache, CompileCounter, COMPILE_MODES,
+                                         timing_settings, train_step)
 from ..models.registry import masked_mse, make_model, dataset_species
 from .machine import machine_info, in_fresh_process
 
 # %% auto #0
-__all__ = ['plan_stream', 'measure', 'median_ci', 'summarise', 'rotation', 'measure_interleaved', 'measure_fresh', 'from_pyg',
-           'PyGEdges', 'pyg_schnet', 'measure_pyg']
+__all__ = ['plan_stream', 'measure', 'median_ci', 'summarise', 'rotation', 'quiet_compiler', 'measure_rotating', 'measure_fresh',
+           'measure_rotating_fresh', 'from_pyg', 'PyGEdges', 'pyg_schnet', 'measure_pyg']
 
 # %% ../../nbs/07b_measure.ipynb #57d603f7
 def plan_stream(store:GraphStore, # the dataset
@@ -52,10 +54,11 @@ def _train_setup(store:GraphStore, model, seed:int, device, lr:float, indices, t
     idx = train_indices(store, indices)
     target = target or store.target_names[-1]
     y = store.y[idx, store.target_names.index(target)]
-    torch.manual_seed(seed); flush_denormals()       # as every trainer (06a)
+    timing_settings(); torch.manual_seed(seed)       # the process settings of every trainer (06a)
     net = model.to(device) if isinstance(model, torch.nn.Module) else \
         make_model(model, dataset_species(store), **(model_kwargs or {})).to(device)
-    return dict(idx=idx, target=target, mean=float(y.mean()), std=float(y.std()), net=net,
+    mean, std = float(y.mean()), float(y.std())
+    return dict(idx=idx, target=target, mean=mean, std=std, net=net, loss_fn=partial(masked_mse, mean=mean, std=std),
                 opt=torch.optim.Adam(net.parameters(), lr=lr))
 
 def _dynamo_counts() -> tuple:
@@ -67,18 +70,17 @@ def _timed_step(run:dict, # from `_train_setup`
                 fwd, # the (compiled) forward: `PaddedBatch` -> predictions `[G]`
                 next_batch, # () -> the next `PaddedBatch`, on `device`
                 step:int, device) -> dict:
-    "One timed training step: padded and real shape, batching and update seconds, compilations, loss."
+    "One timed `train_step`: padded and real shape, batching and update seconds, compilations, loss."
     clock = time.perf_counter
     (g0, c0), t0 = _dynamo_counts(), clock()
     b = next_batch()
     sync(device); t1 = clock()
-    loss = masked_mse(fwd(b), b, run['mean'], run['std'])
-    run['opt'].zero_grad(set_to_none=True); loss.backward(); run['opt'].step()
+    loss = train_step(fwd, run['opt'], b, run['loss_fn'])
     sync(device); t2 = clock()
     g1, c1 = _dynamo_counts()
     return dict(step=step, **dict(zip('NEG', b.shape)), **dict(zip('neg', b.n_real)), batching_s=t1 - t0,
                 update_s=t2 - t0, compiles=g1 - g0, first_compile=bool(g0 == 0 and g1 > g0),
-                compile_s=c1 - c0, loss=float(loss.detach()))
+                compile_s=c1 - c0, loss=float(loss))
 
 def _timed_steps(run:dict, fwd, next_batch, steps:int, device) -> pd.DataFrame:
     "Per-step records of `steps` consecutive `_timed_step`s."
@@ -155,41 +157,111 @@ def summarise(rec:pd.DataFrame, # per-step records from `measure`
 # %% ../../nbs/07b_measure.ipynb #544c8290
 def rotation(n_runs:int, # runs taken in turn
              rounds:int, # steps of each run
+             first_round:int=0, # the index of the first round (a rotation continued later)
             ) -> list:
     "Run index of each step in order: round `r` is runs `r, r+1, ..., r-1 (mod n_runs)`, one step each."
     if n_runs < 1 or rounds < 1: raise ValueError(f"rotation needs n_runs >= 1 and rounds >= 1, got {n_runs}, {rounds}")
-    return [(r + i) % n_runs for r in range(rounds) for i in range(n_runs)]
+    return [(r + i) % n_runs for r in range(first_round, first_round + rounds) for i in range(n_runs)]
 
 # %% ../../nbs/07b_measure.ipynb #ccbebc53
-def measure_interleaved(store:GraphStore, # the dataset
-                        model:str='schnet', # 'schnet', 'mpeu' or 'painn'
-                        algorithms=('dynamic', 'static-64'), # one eager run each, taken in rotation
-                        batch_size:int=32, steps:int=10, # steps of each run (the first is the warm-up)
-                        seed:int=0, device='cpu', lr:float=1e-4,
-                        indices=None, target:str|None=None, model_kwargs:dict|None=None,
-                        **kwargs) -> list: # passed to `make_plan`
-    "Eager runs whose steps are taken in rotation (`rotation`); one result per algorithm, as `measure` returns."
-    if steps < 2: raise ValueError(f"steps must be >= 2 (the first step is reported on its own), got {steps}")
-    device, algorithms = torch.device(device), list(algorithms)
-    runs, feeds, rows = [], [], [[] for _ in algorithms]
-    for a in algorithms:        # each run: the same seeded model, its own optimiser and batches
-        run = _train_setup(store, model, seed, device, lr, indices, target, model_kwargs); run['net'].train()
-        stream = plan_stream(store, a, batch_size, run['idx'], seed=seed, **kwargs)
-        runs.append(run); feeds.append(lambda s=stream, t=run['target']: collate(store, *next(s), t).to(device))
-    for seq, i in enumerate(rotation(len(algorithms), steps)):
-        row = _timed_step(runs[i], runs[i]['net'], feeds[i], len(rows[i]), device)
-        rows[i].append(dict(row, seq=seq))
+def _job(j) -> dict:
+    "A rotation job as a dict: `algorithm`, `mode` (default eager) and `max_shapes` (default all shapes)."
+    j = dict(algorithm=j) if isinstance(j, str) else dict(j)
+    if j.get('mode', 'eager') not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {j['mode']!r}; choose one of {list(COMPILE_MODES)}")
+    return {'mode': 'eager', 'max_shapes': None, **j}
+
+def _rotating_run(store, model, job:dict, batch_size:int, seed:int, device, lr:float, indices, target,
+                  model_kwargs, backend:str, stack, **kwargs) -> dict:
+    "One job of a rotation: `_train_setup`'s run, its compiled forward `fwd`, its batch `feed`, its `rows`."
+    run = _train_setup(store, model, seed, device, lr, indices, target, model_kwargs)
+    run['net'].train()
+    stream = plan_stream(store, job['algorithm'], batch_size, run['idx'], seed=seed, max_shapes=job['max_shapes'],
+                         **kwargs)
+    run.update(job=job, rows=[], feed=lambda: collate(store, *next(stream), run['target']).to(device))
+    run['fwd'] = stack.enter_context(compile_model(run['net'], job['mode'], backend=backend, fresh=False))
+    return run
+
+def quiet_compiler() -> None:
+    "Shut down inductor's pool of compile workers (a later compilation starts a new one)."
+    try: from torch._inductor.async_compile import shutdown_compile_workers
+    except ImportError: return
+    shutdown_compile_workers()
+
+# %% ../../nbs/07b_measure.ipynb #d8a26c1a
+def _rotation_results(store, model, runs, batch_size, seed, device, backend) -> list:
+    "One result per job, as `measure` returns it, from the rows recorded so far."
     res = []
-    for a, r in zip(algorithms, rows):
-        rec = pd.DataFrame(r)
-        spec = _spec(store, model, a, batch_size, 'eager', '', steps, None, seed, device)
-        res.append(dict(spec=dict(spec, interleaved=True), records=rec, summary=summarise(rec), machine=machine_info()))
+    for r in runs:
+        rec, j = pd.DataFrame(r['rows']), r['job']
+        spec = _spec(store, model, j['algorithm'], batch_size, j['mode'], backend if j['mode'] != 'eager' else '',
+                     len(rec), j['max_shapes'], seed, device)
+        res.append(dict(spec=dict(spec, rotated=True), records=rec, summary=summarise(rec), machine=machine_info()))
     return res
+
+def _round(runs:list, k:int, device, seq0:int) -> None:
+    "Round `k` of the rotation: one timed step of each run, starting at run `k mod n`."
+    for i, ri in enumerate(rotation(len(runs), 1, first_round=k)):
+        r = runs[ri]
+        r['rows'].append(dict(_timed_step(r, r['fwd'], r['feed'], len(r['rows']), device), seq=seq0 + i, round=k))
+
+def _warm_up(runs:list, warmup:int, device) -> None:
+    "Each run's first step (recorded: it compiles), then `warmup` untimed steps of each, then a quiet compiler."
+    for r in runs: r['rows'].append(dict(_timed_step(r, r['fwd'], r['feed'], 0, device), seq=-1, round=-1))
+    for _ in range(warmup):
+        for r in runs: train_step(r['fwd'], r['opt'], r['feed'](), r['loss_fn'])
+    sync(device); quiet_compiler()
+
+# %% ../../nbs/07b_measure.ipynb #01b9bffa
+def measure_rotating(store:GraphStore, # the dataset
+                     model:str='schnet', # 'schnet', 'mpeu' or 'painn'
+                     jobs=('dynamic', 'static-64'), # algorithm names or dicts (`algorithm`, `mode`, `max_shapes`)
+                     batch_size:int=32, # as in `make_plan`
+                     rounds:int=10, # timed rounds at least (one step of every job each)
+                     warmup:int=2, # untimed steps of each job after its first (compiling) step
+                     budget_s:float|None=None, # then more rounds, for up to this many seconds of rounds
+                     stop=None, # `stop(results) -> str|None`: a reason to stop before the budget is spent
+                     check_s:float=5.0, # seconds of rounds between two calls of `stop`
+                     seed:int=0, device='cpu', backend:str='inductor', lr:float=1e-4,
+                     indices=None, target:str|None=None, model_kwargs:dict|None=None,
+                     **kwargs) -> dict: # passed to `make_plan`
+    "Every job's steps in rotation in this process: `results` (one per job, as `measure`), `stopped`, `rounds`."
+    if rounds < 1: raise ValueError(f"rounds must be >= 1, got {rounds}")
+    jobs, device = [_job(j) for j in jobs], torch.device(device)
+    args = (batch_size, seed, device)
+    with contextlib.ExitStack() as stack:
+        torch._dynamo.reset()
+        runs = [_rotating_run(store, model, j, *args, lr, indices, target, model_kwargs, backend, stack, **kwargs)
+                for j in jobs]
+        _warm_up(runs, warmup, device)
+        t0, k, last, why = time.perf_counter(), 0, time.perf_counter(), None
+        while why is None:
+            _round(runs, k, device, k * len(runs)); k += 1
+            if k < rounds: continue
+            now = time.perf_counter()
+            if budget_s is None: why = f'{k} rounds done'
+            elif now - t0 >= budget_s: why = f'budget of {budget_s:.0f} s spent'
+            elif stop is not None and now - last >= check_s:
+                last, why = now, stop(_rotation_results(store, model, runs, *args, backend))
+    res = _rotation_results(store, model, runs, *args, backend)
+    return dict(results=res, stopped=why, rounds=k, measure_s=time.perf_counter() - t0)
 
 # %% ../../nbs/07b_measure.ipynb #6c19ed05
 def _measure_jobs(source, cache, jobs) -> list:
     if isinstance(source, str): source = load_dataset(source)
     with compile_cache(cache): return [measure(source, **kw) for kw in jobs]
+
+def _measure_rotating_job(source, cache, kwargs:dict) -> dict:
+    if isinstance(source, str): source = load_dataset(source)
+    with compile_cache(cache) as info: return dict(measure_rotating(source, **kwargs), cache=info)
+
+def _in_fresh(target:str, source, cache_dir, payload, threads):
+    "`target(source, cache, payload)` in a fresh process, with a new empty cache folder unless `cache_dir`."
+    d = tempfile.mkdtemp(prefix='gnnbatch_cache_')
+    try: status, res = in_fresh_process(target, source, str(cache_dir or d), payload, threads=threads)
+    finally: shutil.rmtree(d, ignore_errors=True)
+    if status != 'ok': raise RuntimeError(f"the measuring child process failed ({res})")
+    return res
 
 def measure_fresh(source, # a dataset name (the child loads it from the cache) or a `GraphStore` (pickled)
                   jobs, # keyword arguments of one `measure` call (a dict), or a list of them run in order
@@ -198,15 +270,19 @@ def measure_fresh(source, # a dataset name (the child loads it from the cache) o
                  ):
     "`measure` in a fresh Python process: one result (dict) or a list; each gets `process_s`, the child's wall time."
     one = isinstance(jobs, dict); jobs = [jobs] if one else list(jobs)
-    d = tempfile.mkdtemp(prefix='gnnbatch_cache_')
-    try:
-        t0 = time.perf_counter()
-        status, res = in_fresh_process('gnnbatch_nb.measure.steps:_measure_jobs', source, str(cache_dir or d), jobs,
-                                       threads=threads)
-    finally: shutil.rmtree(d, ignore_errors=True)
-    if status != 'ok': raise RuntimeError(f"measure_fresh: the child process failed ({res}) running {jobs}")
+    t0 = time.perf_counter()
+    try: res = _in_fresh('gnnbatch_nb.measure.steps:_measure_jobs', source, cache_dir, jobs, threads)
+    except RuntimeError as e: raise RuntimeError(f"measure_fresh: {e} running {jobs}") from None
     for r in res: r['process_s'] = time.perf_counter() - t0
     return res[0] if one else res
+
+def measure_rotating_fresh(source, # a dataset name or a `GraphStore`, as in `measure_fresh`
+                           cache_dir=None, threads:int|None=None, # as in `measure_fresh`
+                           **kwargs) -> dict: # `measure_rotating`'s arguments (`stop` must pickle)
+    "`measure_rotating` in a fresh Python process, with `process_s` and the compile `cache` report."
+    t0 = time.perf_counter()
+    res = _in_fresh('gnnbatch_nb.measure.steps:_measure_rotating_job', source, cache_dir, kwargs, threads)
+    return dict(res, process_s=time.perf_counter() - t0)
 
 # %% ../../nbs/07b_measure.ipynb #d11a72f7
 def from_pyg(b, # a `torch_geometric.data.Batch` of molecules with `z`, `pos`, `edge_index`, `y`

@@ -19,7 +19,7 @@ from ..models.registry import masked_mse
 from fastcore.basics import patch
 from ..batching.registry import ALGORITHMS
 from ..data.datasets import DATASETS
-from .timers import COMPILE_MODES
+from .timers import COMPILE_MODES, train_step
 from .train import Trainer, TrainConfig
 from .timers import usable_cores
 
@@ -141,10 +141,10 @@ def one_process_equivalent(store:GraphStore, config:TrainConfig, # the data and 
     t.model.train()
     for _ in range(steps):
         batches = [r.next_batch() for r in ranks]                  # the global batch of this step
-        loss = torch.stack([masked_mse(t.model(b), b, t.mean, t.std) for b in batches]).mean()
-        t.opt.zero_grad(set_to_none=True); loss.backward()
-        t.opt.step(); t.sched.step(); t.step += 1
-        losses.append(loss.item())
+        forward = lambda bs: [t.model(b) for b in bs]
+        mean_loss = lambda preds, bs: torch.stack([t.loss_fn(p, b) for p, b in zip(preds, bs)]).mean()
+        loss = train_step(forward, t.opt, batches, mean_loss, t.sched)     # the one step (06a)
+        t.step += 1; losses.append(loss.item())
     return losses, t.model
 
 # %% ../../nbs/06c_distributed.ipynb #8d8ac23f

@@ -19,7 +19,7 @@ from ..loading import PaddedBatch
 __all__ = ['M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'COMPILE_MODES', 'sync', 'usable_cores', 'keep_freed_memory', 'minor_faults',
            'flush_denormals', 'StepTimer', 'static_config', 'cpu_kernel_options', 'compile_model', 'compile_stats',
            'reset_compile_counters', 'CompileCounter', 'distinct_shape_batches', 'count_compiles', 'compile_cache',
-           'time_training_steps', 'timing_table']
+           'timing_settings', 'train_step', 'time_training_steps', 'timing_table']
 
 # %% ../../nbs/06a_timers.ipynb #69509f86
 def sync(device=None, # a `torch.device`, a string such as 'cuda:0' or 'cpu', or None (the current CUDA device if any)
@@ -231,6 +231,31 @@ def compile_cache(folder, # the inductor cache folder (created if missing)
             else: os.environ[k] = v
         clear_caches()
 
+# %% ../../nbs/06a_timers.ipynb #d80f75c3
+def timing_settings(threads:int|None=None, # torch threads (None: leave them as they are)
+                   ) -> dict:
+    "Apply the process settings every training and timing run needs; returns them, for the record."
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, not {threads!r}")
+        torch.set_num_threads(threads)
+    return dict(threads=torch.get_num_threads(), flush_denormals=flush_denormals(),
+                keep_freed_memory=keep_freed_memory())
+
+def train_step(forward, # the (possibly compiled) model: `forward(batch)` -> predictions
+               optimizer:torch.optim.Optimizer, # optimiser of the model's parameters
+               batch, # what `forward` takes, e.g. a `PaddedBatch`
+               loss_fn, # `loss_fn(pred, batch)` -> scalar, e.g. `partial(masked_mse, mean=..., std=...)`
+               scheduler=None, # a learning-rate scheduler stepped after the optimiser, if any
+              ) -> Tensor:
+    "One training step: forward, loss, backward, optimiser step (and schedule); the loss, detached (no host sync)."
+    loss = loss_fn(forward(batch), batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None: scheduler.step()
+    return loss.detach()
+
 # %% ../../nbs/06a_timers.ipynb #ebc436f3
 def _batches(loader):
     "Batches of `loader` forever, calling `loader.sampler.set_epoch` at each new epoch when it exists."
@@ -253,19 +278,15 @@ def time_training_steps(model:nn.Module, # the (possibly compiled) model
     "Time `steps` training steps like the study: `StepTimer.summary()` plus compile counts and losses."
     if steps < 1: raise ValueError(f"steps must be >= 1, got {steps}")
     it, timer = _batches(loader), StepTimer(device)
-    model.train()
-    def step(b):
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(b), b)
-        loss.backward(); optimizer.step()
-        return loss
+    timing_settings(); model.train()
+    step = lambda b: train_step(model, optimizer, b, loss_fn)
     with CompileCounter() as total:
         for _ in range(warmup):
             step(next(it).to(device)); sync(device)
         with CompileCounter() as timed:
             losses = []
             for _ in range(steps):
-                b = timer.fetch(it); losses.append(step(b).detach()); timer.done()
+                b = timer.fetch(it); losses.append(step(b)); timer.done()
     return dict(timer.summary(), warmup=warmup, compiles=total.final['graphs'], compiles_timed=timed.final['graphs'],
                 compile_s=total.final['compile_s'], loss_first=float(losses[0]), loss_last=float(losses[-1]))
 

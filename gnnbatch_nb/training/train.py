@@ -16,7 +16,7 @@ import torch._dynamo.utils
 from ..graphs import GraphStore, random_split
 from ..batching.registry import make_plan
 from ..loading import PlanSampler, PaddedBatch, collate
-from .timers import StepTimer, compile_model, CompileCounter, keep_freed_memory, flush_denormals
+from .timers import StepTimer, compile_model, CompileCounter, timing_settings, train_step
 from ..models.registry import masked_mse, dataset_species, make_model
 
 # %% auto #0
@@ -51,8 +51,7 @@ class Trainer:
     "Train one of the study's models on a `GraphStore` with a batching algorithm; resumable exactly."
     def __init__(self, store:GraphStore, config:TrainConfig|None=None, device='cpu'):
         self.store, self.cfg, self.device = store, config or TrainConfig(), torch.device(device)
-        keep_freed_memory()                           # steps reuse freed blocks instead of page-faulting
-        flush_denormals()                             # float32 subnormals count as 0, as in XLA (06a)
+        timing_settings()                             # subnormals as 0 (as XLA), freed memory kept (06a)
         c = self.cfg
         self.target = c.target or store.target_names[-1]
         self.unit = store.target_units[store.target_names.index(self.target)]
@@ -86,11 +85,13 @@ class Trainer:
         "One optimiser step on `batch`; returns the loss (a tensor: no host sync here)."
         self.model.train()
         fwd = self.model if self._forward is None else self._forward
-        loss = masked_mse(fwd(batch), batch, self.mean, self.std)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step(); self.sched.step(); self.step += 1
-        return loss.detach()
+        loss = train_step(fwd, self.opt, batch, self.loss_fn, self.sched)      # the one step (06a)
+        self.step += 1
+        return loss
+
+    def loss_fn(self, pred:torch.Tensor, batch:PaddedBatch) -> torch.Tensor:
+        "The study's loss: MSE of the real graphs' standardised targets."
+        return masked_mse(pred, batch, self.mean, self.std)
 
     def fit(self, steps:int, progress:bool=True, log_every:int=50) -> list:
         "Train `steps` steps in the compile mode, timing each (`timer`, `step_shapes`, `step_real`, `step_compiles`)."
