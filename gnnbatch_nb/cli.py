@@ -253,10 +253,10 @@ def _break_even_note(be) -> str:
     return "\nthe winner is ahead at every step count"
 
 def format_recommend(r:dict) -> str:
-    "The ranking as text, with the verdict (a clear winner, or the pairs that tie)."
+    "The ranking as text, with the verdict in words: the fastest group and the pairs to avoid."
     t = pd.DataFrame(r['ranking'])
     t['total'] = t.total_h.map(lambda h: f"{h*60:.1f} min" if h < 1 else f"{h:.2f} h")
-    cols = [c for c in ('algorithm', 'mode', 'total', 'step_ms', 'step_src', 'compiles', 'vs_best', 'winner', 'tie')
+    cols = [c for c in ('algorithm', 'mode', 'total', 'step_ms', 'step_src', 'compiles', 'vs_best', 'group', 'avoid')
             if c in t]
     m = r['measured_on']
     verdict = f"\n{r['verdict']}" if r.get('verdict') else ''

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from .batching.registry import ALGORITHMS, make_plan
 from .data.datasets import DATASETS, load_dataset, train_indices
-from .measure.costmodel import CostModel, ShapeProfile
+from .measure.costmodel import CostModel, ShapeProfile, AVOID_RATIO
 from .measure.compare import compare, load_cost_model, recommend, plot_compare, Comparison, complete_table
 
 # %% auto #0
@@ -185,13 +185,15 @@ def cell_data(cell:dict, profiles:dict) -> dict:
                 compile_measured={m: {a: bool(f.get((a, m), (0, False))[1]) for a in algs} for m in cm.step},
                 machine=cell['machine'].get('cpu', ''))
 
-def panel_data(grid:dict, profiles:dict, steps:float=100_000) -> dict:
+def panel_data(grid:dict, profiles:dict, steps:float=100_000,
+               margin:float=0.05, # practical-equivalence margin of the fastest group (`recommend`'s default)
+              ) -> dict:
     "The JSON the static panel embeds: every cell, the profiles its algorithms need, the initial steps."
     cells = {f'{d}|{m}|{b}': cell_data(c, profiles[(d, b)]) for (d, m, b), c in sorted(grid.items())}
     used = {}
     for k, c in cells.items(): used.setdefault(k.split('|')[0] + '|' + k.split('|')[2], set()).update(c['algorithms'])
     prof = lambda k, a: profile_data(profiles[(k.split('|')[0], int(k.split('|')[1]))][a])
-    return dict(steps=check_steps(steps), cells=cells,
+    return dict(steps=check_steps(steps), cells=cells, margin=margin, avoid_ratio=AVOID_RATIO,
                 profiles={k: {a: prof(k, a) for a in ALGORITHMS if a in algs} for k, algs in sorted(used.items())})
 
 # %% ../nbs/09_widgets.ipynb #e5f2b15f
@@ -294,6 +296,17 @@ function plot(c, pkey, S, algs, modes, best) {
   q('.gb-legend').innerHTML = algs.map(swatch).join(' ') + ' &nbsp; ' +
     modes.map(m => `<span>${m}: ${m === 'eager' ? 'solid' : m === 'compiled' ? 'dashed' : 'dotted'}</span>`).join(', ');
 }
+function words(rows, b, S) {        // the verdict in the words of verdict_words (07d_compare)
+  const M = D.margin, AV = D.avoid_ratio, inG = r => r.lo <= (1 + M) * b.hi, x = r => r.t / b.t;
+  const grp = rows.filter(inG), slow = rows.filter(r => !inG(r) && x(r) >= AV).reverse();
+  const rest = rows.length - grp.length - slow.length;
+  let s = `at ${Math.trunc(S).toLocaleString('en-US')} steps the fastest group (none shown more than ` +
+    `${(100 * M).toFixed(0)} % slower than the best; equivalent for practical purposes): ` +
+    grp.map(r => `${r.a} / ${r.m} (${x(r).toFixed(2)}\u00d7)`).join(', ');
+  if (slow.length) s += '; avoid: ' + slow.map(r => `${r.a} / ${r.m} (${x(r).toFixed(1)}\u00d7 slower)`).join(', ');
+  if (rest) s += `; ${rest} other pair${rest > 1 ? 's' : ''} up to ${AV.toFixed(1)}\u00d7 slower`;
+  return s;
+}
 function draw() {
   const key = cellKey(), c = D.cells[key], pkey = q('.gb-dataset').value + '|' + q('.gb-batch').value;
   const S = Number(q('.gb-steps').value);
@@ -306,13 +319,8 @@ function draw() {
   }
   const rows = rank(c, pkey, S, algs, modes), b = rows[0], P = D.profiles[pkey];
   const w = q('.gb-winner'); w.dataset.algorithm = b.a; w.dataset.mode = b.m; w.dataset.total = b.t;
-  const clear = rows.slice(1).every(r => b.hi < r.lo), at = `at ${Math.round(S).toLocaleString('en-US')} steps`;
-  const ties = rows.filter(r => r.lo <= b.hi).map(r => `${r.a} / ${r.m}`).join(', ');
-  w.dataset.clear = clear;
-  w.innerHTML = (clear ? `Winner ${at}: ` : `No clear winner ${at}; best estimate `) +
-    `<b>${b.a} / ${b.m}</b>, ${fmt(b.t)}` +
-    (!clear ? `; these tie (95 % intervals overlap): ${ties}` :
-     rows.length > 1 ? ` (next: ${rows[1].a} / ${rows[1].m}, &times;${(rows[1].t / b.t).toFixed(3)})` : '');
+  w.innerHTML = `Best estimate at ${Math.round(S).toLocaleString('en-US')} steps: <b>${b.a} / ${b.m}</b>, ` +
+    `${fmt(b.t)}. ${words(rows, b, S)}`;
   let h = '<tr>' + ['#', 'algorithm', 'mode', 'node eff', 'shapes/epoch', 'step ms (model)', 'step ms measured',
                      's/compile', 'compilations', 'total', '&times; best'].map(t => `<th>${t}</th>`).join('') + '</tr>';
   rows.forEach((r, i) => {

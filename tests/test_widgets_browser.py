@@ -89,6 +89,7 @@ def check_against_python(pg, ref, key, steps):
     w = pg.eval_on_selector('.gnnbatch-panel .gb-winner', 'e => [e.dataset.algorithm, e.dataset.mode, e.textContent]')
     assert (w[0], w[1]) == (r.algorithm[0], r['mode'][0])
     assert f'{int(steps):,} steps' in w[2]
+    assert r.attrs['verdict'] in w[2], (r.attrs['verdict'], w[2])          # the same words as gnnbatch compare
     return r
 
 def set_steps(pg, steps) -> float:
