@@ -64,11 +64,13 @@ def fit_step_cost(records:pd.DataFrame, # per-step records of one model, machine
 # %% ../../nbs/07c_costmodel.ipynb #83bea038
 def heldout_errors(records:pd.DataFrame, # per-step records of one compile mode
                    reference:StepCost|None=None, min_shapes:int=6, # as in `fit_step_cost`
+                   max_shapes:int=60, # hold out at most this many shapes, evenly spread over the sorted list
                   ) -> np.ndarray:
-    "Relative error `[n_shapes]` of each steady shape's median step, predicted by a fit to the other shapes."
+    "Relative error `[n]` of each (held-out) steady shape's median step, predicted by a fit to the other shapes."
     r = records[(records.compiles == 0) & (records.step > 0)]
     s = steady_shapes(records)
     if len(s) < 2: return np.array([])
+    if len(s) > max_shapes: s = s.iloc[np.linspace(0, len(s) - 1, max_shapes).round().astype(int)]
     errs = []
     for row in s.itertuples():
         rest = r[~((r.N == row.N) & (r.E == row.E) & (r.G == row.G))]
