@@ -303,6 +303,8 @@ function words(rows, b, S) {        // the verdict in the words of verdict_words
   let s = `at ${Math.trunc(S).toLocaleString('en-US')} steps the fastest group (none shown more than ` +
     `${(100 * M).toFixed(0)} % slower than the best; equivalent for practical purposes): ` +
     grp.map(r => `${r.a} / ${r.m} (${x(r).toFixed(2)}\u00d7)`).join(', ');
+  const wide = Math.max(...grp.map(x));
+  if (wide > 1 + 2 * M) s += ` (pairs up to ${wide.toFixed(2)}\u00d7 the best are not yet told apart: measure longer)`;
   if (slow.length) s += '; avoid: ' + slow.map(r => `${r.a} / ${r.m} (${x(r).toFixed(1)}\u00d7 slower)`).join(', ');
   if (rest) s += `; ${rest} other pair${rest > 1 ? 's' : ''} up to ${AV.toFixed(1)}\u00d7 slower`;
   return s;

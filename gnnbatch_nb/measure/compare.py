@@ -293,6 +293,8 @@ def verdict_words(names:list, # "algorithm / mode" of each pair
     name = lambda i: f"{names[i]} ({vs_best[i]:.2f}×)"
     line = (f"at {int(steps):,} steps the fastest group (none shown more than {100*margin:.0f} % slower than the "
             f"best; equivalent for practical purposes): {', '.join(name(i) for i in order if group[i])}")
+    wide = max(vs_best[i] for i in order if group[i])
+    if wide > 1 + 2 * margin: line += f" (pairs up to {wide:.2f}× the best are not yet told apart: measure longer)"
     slow = [i for i in order[::-1] if avoid[i]]
     if slow: line += '; avoid: ' + ', '.join(f"{names[i]} ({vs_best[i]:.1f}× slower)" for i in slow)
     rest = sum(1 for i in order if not group[i] and not avoid[i])
