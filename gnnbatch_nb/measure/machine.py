@@ -12,7 +12,7 @@ from ..training.timers import timing_settings
 
 
 # %% auto #0
-__all__ = ['cpu_model', 'machine_info', 'save_machine', 'in_fresh_process']
+__all__ = ['cpu_model', 'source_commit', 'machine_info', 'save_machine', 'in_fresh_process']
 
 # %% ../../nbs/07a_machine.ipynb #150ad676
 def cpu_model() -> str:
@@ -20,12 +20,25 @@ def cpu_model() -> str:
     try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
+def source_commit(folder=None, # a folder inside the checkout (default: the package's own)
+                 ) -> dict:
+    "The git commit of the code that ran and whether its tree had changes (`None`s outside a git checkout)."
+    import gnnbatch_nb
+    folder = str(folder or Path(gnnbatch_nb.__file__).resolve().parent)
+    git = lambda *a: subprocess.run(['git', '-C', folder, *a], capture_output=True, text=True, timeout=20)
+    try: head, status = git('rev-parse', 'HEAD'), git('status', '--porcelain', '--untracked-files=no')
+    except (OSError, subprocess.SubprocessError): return dict(commit=None, dirty=None)
+    if head.returncode != 0: return dict(commit=None, dirty=None)
+    return dict(commit=head.stdout.strip(), dirty=bool(status.stdout.strip()))
+
 def machine_info() -> dict:
-    "The machine and software a result was measured on."
+    "The machine, the software and the code a result was measured with, and the command that ran."
+    from gnnbatch_nb import __version__
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return dict(cpu=cpu_model(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
                 python=platform.python_version(), torch=torch.__version__, numpy=np.__version__, gpu=gpu,
-                date=time.strftime('%Y-%m-%d'))
+                date=time.strftime('%Y-%m-%d'), package=__version__, **source_commit(),
+                command=' '.join([Path(sys.argv[0]).name, *sys.argv[1:]]))
 
 def save_machine(out, # the results folder (created if missing)
                  machine:dict, # `machine_info()` of the run
