@@ -156,10 +156,14 @@ def compare(store:GraphStore, # the dataset
     profiles = {a: ShapeProfile.simulate(store.sizes[idx], a, batch_size, epochs=cfg.epochs, seed=cfg.seed)
                 for a in cfg.algorithms}
     got = _measure(store, model, batch_size, cfg, idx, profiles, log if progress else None)
-    table, records, cm = tabulate(got['results'], profiles, cfg.modes, cfg.horizons, cfg.margin)
+    modes = [m for m in cfg.modes if any(r['spec']['mode'] == m for r in got['results'])]   # all, unless interrupted
+    if 'eager' not in modes: raise KeyboardInterrupt      # interrupted before a whole round: nothing to tabulate
+    table, records, cm = tabulate(got['results'], profiles, modes, cfg.horizons, cfg.margin)
+    pairs = [f"{r['spec']['algorithm']} / {r['spec']['mode']}" for r in got['results']]
     settings = dict(dataset=store.name, graphs=len(idx), model=model, batch_size=batch_size, rounds=got['rounds'],
+                    pairs_measured=pairs, partial=got['stopped'] == 'interrupted',
                     min_rounds=cfg.steps, warmup=cfg.warmup, budget_s=cfg.budget_s, stopped=got['stopped'],
-                    measure_s=got['measure_s'], modes=list(cfg.modes), compile_sample=list(cfg.compile_sample),
+                    measure_s=got['measure_s'], modes=modes, compile_sample=list(cfg.compile_sample),
                     horizons=[int(h) for h in cfg.horizons], margin=cfg.margin, device=str(cfg.device),
                     backend=cfg.backend, cache=got['cache'], fresh=cfg.fresh, rotated=True, fit=fit_summary(cm),
                     wall_s=time.perf_counter() - t_start)

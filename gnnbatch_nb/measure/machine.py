@@ -58,20 +58,35 @@ def _fresh_child(path:str):
     except Exception as e: res = ('failed', f'{type(e).__name__}: {e}'[:1000])
     with open(path + '.out', 'wb') as f: pickle.dump(res, f)
 
+def _wait_child(p:subprocess.Popen, grace_s:float) -> tuple:
+    "(stderr, interrupted): wait for `p`; on Ctrl-C (or SIGTERM turned into it) pass SIGINT on, give it `grace_s`."
+    try: return p.communicate()[1], False
+    except KeyboardInterrupt:
+        if p.poll() is None: p.send_signal(signal.SIGINT)        # a SIGTERM of ours alone did not reach the child
+        try: return p.communicate(timeout=grace_s)[1], True
+        except subprocess.TimeoutExpired: p.kill(); return p.communicate()[1], True
+
+def _died(p:subprocess.Popen, stderr:str) -> tuple:
+    "('died', 'exit code ... (SIGNAL); the last line of stderr') of a child that left no result."
+    code = p.returncode
+    why = f' ({signal.Signals(-code).name})' if code < 0 and -code in {s.value for s in signal.Signals} else ''
+    tail = ' '.join(stderr.strip().splitlines()[-1:])[:300]
+    return 'died', f'exit code {code}{why}' + (f'; {tail}' if tail else '')
+
 def in_fresh_process(target:str, # 'module:function', importable in the child (not a notebook's own function)
                      *args, # pickled to the child
                      threads:int|None=None, # torch threads in the child (default: this process's)
+                     grace_s:float=60.0, # after Ctrl-C, seconds the child may take to finish and report
                     ) -> tuple:
     "`target(*args)` in a new process: `('ok', result)`, `('failed', 'Type: msg')` or `('died', 'exit code ...')`."
     d = tempfile.mkdtemp(prefix='gnnbatch_fresh_'); path = str(Path(d)/'args.pkl')
     try:
         with open(path, 'wb') as f: pickle.dump((target, args, threads or torch.get_num_threads()), f)
         cmd = f'from gnnbatch_nb.measure.machine import _fresh_child; _fresh_child({path!r})'
-        p = subprocess.run([sys.executable, '-c', cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if not Path(path + '.out').exists():         # killed, or crashed before it could report
-            code = p.returncode
-            why = f' ({signal.Signals(-code).name})' if code < 0 and -code in {s.value for s in signal.Signals} else ''
-            tail = ' '.join(p.stderr.strip().splitlines()[-1:])[:300]
-            return 'died', f'exit code {code}{why}' + (f'; {tail}' if tail else '')
+        p = subprocess.Popen([sys.executable, '-c', cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stderr, interrupted = _wait_child(p, grace_s)
+        done = Path(path + '.out').exists()
+        if interrupted and not done: raise KeyboardInterrupt   # the child kept nothing: the interrupt goes on
+        if not done: return _died(p, stderr)                   # killed, or crashed before it could report
         with open(path + '.out', 'rb') as f: return pickle.load(f)
     finally: shutil.rmtree(d, ignore_errors=True)

@@ -190,9 +190,9 @@ def quiet_compiler() -> None:
 
 # %% ../../nbs/07b_measure.ipynb #d8a26c1a
 def _rotation_results(store, model, runs, batch_size, seed, device, backend) -> list:
-    "One result per job, as `measure` returns it, from the rows recorded so far."
+    "One result per job that has timed steps, as `measure` returns it, from the rows recorded so far."
     res = []
-    for r in runs:
+    for r in (r for r in runs if len(r['rows']) > 1):
         rec, j = pd.DataFrame(r['rows']), r['job']
         spec = _spec(store, model, j['algorithm'], batch_size, j['mode'], backend if j['mode'] != 'eager' else '',
                      len(rec), j['max_shapes'], seed, device)
@@ -204,6 +204,24 @@ def _round(runs:list, k:int, device, seq0:int) -> None:
     for i, ri in enumerate(rotation(len(runs), 1, first_round=k)):
         r = runs[ri]
         r['rows'].append(dict(_timed_step(r, r['fwd'], r['feed'], len(r['rows']), device), seq=seq0 + i, round=k))
+
+def _rounds(runs:list, rounds:int, budget_s, stop, check_s:float, t0:float, device, results) -> tuple:
+    "(rounds taken, why they stopped): at least `rounds`, then until the budget is spent or `stop(results())` says."
+    k, last, why = 0, t0, None
+    while why is None:
+        _round(runs, k, device, k * len(runs)); k += 1
+        if k < rounds: continue
+        now = time.perf_counter()
+        if budget_s is None: why = f'{k} rounds done'
+        elif now - t0 >= budget_s: why = f'budget of {budget_s:.0f} s spent'
+        elif stop is not None and now - last >= check_s: last, why = now, stop(results())
+    return k, why
+
+def _whole_rounds(runs:list) -> int:
+    "Drop the steps of a round cut short (so every run has the same rounds); the number of whole rounds."
+    k = min(len(r['rows']) for r in runs) - 1
+    for r in runs: del r['rows'][k + 1:]
+    return k
 
 def _warm_up(runs:list, warmup:int, device) -> None:
     "Each run's first step (recorded: it compiles), then `warmup` untimed steps of each, then a quiet compiler."
@@ -234,15 +252,10 @@ def measure_rotating(store:GraphStore, # the dataset
         runs = [_rotating_run(store, model, j, *args, lr, indices, target, model_kwargs, backend, stack, **kwargs)
                 for j in jobs]
         _warm_up(runs, warmup, device)
-        t0, k, last, why = time.perf_counter(), 0, time.perf_counter(), None
-        while why is None:
-            _round(runs, k, device, k * len(runs)); k += 1
-            if k < rounds: continue
-            now = time.perf_counter()
-            if budget_s is None: why = f'{k} rounds done'
-            elif now - t0 >= budget_s: why = f'budget of {budget_s:.0f} s spent'
-            elif stop is not None and now - last >= check_s:
-                last, why = now, stop(_rotation_results(store, model, runs, *args, backend))
+        t0 = time.perf_counter()
+        try: k, why = _rounds(runs, rounds, budget_s, stop, check_s, t0, device,
+                              lambda: _rotation_results(store, model, runs, *args, backend))
+        except KeyboardInterrupt: k, why = _whole_rounds(runs), 'interrupted'      # keep every finished round
     res = _rotation_results(store, model, runs, *args, backend)
     return dict(results=res, stopped=why, rounds=k, measure_s=time.perf_counter() - t0)
 
