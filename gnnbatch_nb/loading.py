@@ -74,16 +74,6 @@ def complete_templates(store:GraphStore) -> tuple:
         store._templates = (complete_edge_index(n, np.zeros_like(n)), np.r_[0, np.cumsum(n*(n-1))])
     return store._templates
 
-def _edge_columns(store:GraphStore, idx:np.ndarray, n_node:np.ndarray) -> tuple:
-    "The local edge table `[2, T]`, the columns of it that the batch takes `[n_real_edge]`, and edges per graph `[k]`."
-    if store.complete:
-        table, size_start = complete_templates(store)
-        first_edge, n_edge = size_start[n_node], n_node * (n_node - 1)
-    else:
-        table, first_edge = store.edge_index, store.edge_ptr[idx]
-        n_edge = store.edge_ptr[idx + 1] - first_edge
-    return table, gather_ranges(first_edge, n_edge), n_edge
-
 def _padded_shape(idx:np.ndarray, n_real:tuple, shape) -> tuple:
     "(N, E, G): the real sums when `shape` is None; else `shape`, checked to hold a padding node and graph too."
     if shape is None: return n_real
@@ -97,11 +87,6 @@ def _padded_rows(values:np.ndarray, rows:np.ndarray, n_rows:int, dtype=np.float3
     "`values[rows]` followed by zero rows up to `n_rows`, as `dtype`, `[n_rows, ...]`."
     out = np.zeros((n_rows,) + values.shape[1:], dtype); out[:len(rows)] = values[rows]
     return torch.from_numpy(out)
-
-def _masks(n_real:tuple, shape:tuple) -> dict:
-    "Boolean masks of the real nodes `[N]`, edges `[E]` and graphs `[G]`."
-    return {name: torch.arange(size) < real for name, real, size in
-            zip(('node_mask', 'edge_mask', 'graph_mask'), n_real, shape)}
 
 def _target_columns(store:GraphStore, target):
     "Column(s) of `store.y` for `target`: a name gives `[G]` targets; 'all' or a list of names `[G, k]`; None the last."
@@ -120,7 +105,6 @@ def _features(store:GraphStore, node_rows, edge_cols, idx, shape:tuple) -> dict:
                 edge_attr=None if store.edge_attr is None else _padded_rows(store.edge_attr, edge_cols, E,
                                                                             store.edge_attr.dtype),
                 graph_attr=extra)
-
 
 # %% ../nbs/04_loading.ipynb #0befae54
 def _pair_keys(g:np.ndarray, src:np.ndarray, dst:np.ndarray, shift:np.ndarray) -> np.ndarray:
@@ -172,52 +156,101 @@ def edge_pair_table(store:GraphStore) -> np.ndarray|None:
             store._edge_pairs = edge_pairs(g, *store.edge_index, store.edge_shift)
     return store._edge_pairs
 
-def pair_tensors(edge_pair:np.ndarray, # pair of each edge, `[E]`, ids below `E // 2 + 1`
-                 device=None) -> dict:
-    "`edge_pair` `[E]` and `pair_edge` `[E // 2 + 1]` (one edge of each pair; unused rows: the last edge) as tensors."
+def _pair_edge(edge_pair:np.ndarray) -> dict:
+    "`edge_pair` `[E]` and `pair_edge` `[E // 2 + 1]` (one edge of each pair; unused rows: the last edge), on the CPU."
     E = len(edge_pair)
     pair_edge = np.full(E // 2 + 1 if E else 0, max(E - 1, 0), np.int64)
     pair_edge[edge_pair] = np.arange(E)
-    t = lambda a: torch.as_tensor(a, device=device)
-    return dict(edge_pair=t(edge_pair), pair_edge=t(pair_edge))
+    return dict(edge_pair=torch.from_numpy(edge_pair), pair_edge=torch.from_numpy(pair_edge))
 
-def _pair_columns(store:GraphStore, edge_cols:np.ndarray, n_edge:np.ndarray, E:int) -> dict:
-    "`pair_tensors` of a batch (padding edges: one pair after the real ones), or {} if the store has no pairs."
-    table = edge_pair_table(store)
-    if table is None: return {}
-    n_pair = n_edge // 2
-    edge_pair = np.full(E, n_pair.sum(), np.int64)
-    edge_pair[:len(edge_cols)] = table[edge_cols] + np.repeat(np.cumsum(n_pair) - n_pair, n_edge)
-    return pair_tensors(edge_pair)
-
+def pair_tensors(edge_pair:np.ndarray, # pair of each edge, `[E]`, ids below `E // 2 + 1`
+                 device=None) -> dict:
+    "`edge_pair` `[E]` and `pair_edge` `[E // 2 + 1]` (one edge of each pair; unused rows: the last edge) as tensors."
+    return {k: v.to(device) if device is not None else v for k, v in _pair_edge(as_i64(edge_pair)).items()}
 
 # %% ../nbs/04_loading.ipynb #51a1973d
+def _edge_source(store:GraphStore) -> dict:
+    "What collation reads per graph, cached on the store: first edge column and edge count `[n_graph]` each, pair "
+    "counts `[n_graph]` (or None), and for complete graphs the templates' (sender, receiver[, pair]) in one table."
+    if getattr(store, '_edge_source', None) is None:
+        pairs = edge_pair_table(store)
+        n = store.n_node
+        if store.complete:
+            table, start = complete_templates(store)
+            rows = [table] if pairs is None else [table, pairs[None]]
+            src = dict(table=np.concatenate(rows).astype(np.int64), first=start[n], n_edge=n * (n - 1))
+        else: src = dict(table=None, first=store.edge_ptr[:-1], n_edge=np.diff(store.edge_ptr))
+        src.update(pairs=pairs, n_pair=None if pairs is None else src['n_edge'] // 2)
+        store._edge_source = src
+    return store._edge_source
+
+def _gather_edges(store:GraphStore, src:dict, idx, edge_cols, node_off, n_edge, n:int, E:int) -> np.ndarray:
+    "(sender, receiver[, pair]) of the batch, `[2 or 3, E]` int64: gathered into one buffer, shifted by each graph's "
+    "first node (and first pair), padding edges `n -> n` in pair `n_pair`."
+    e, has_pairs = len(edge_cols), src['pairs'] is not None
+    out = np.empty((3 if has_pairs else 2, E), np.int64)
+    if src['table'] is not None: np.take(src['table'], edge_cols, axis=1, out=out[:, :e])
+    else:
+        out[0, :e], out[1, :e] = np.take(store.edge_index[0], edge_cols), np.take(store.edge_index[1], edge_cols)
+        if has_pairs: np.take(src['pairs'], edge_cols, out=out[2, :e])
+    shift = np.repeat(node_off, n_edge)
+    out[0, :e] += shift; out[1, :e] += shift; out[:2, e:] = n
+    if has_pairs:
+        n_pair = src['n_pair'][idx]; cum = np.cumsum(n_pair)
+        out[2, :e] += np.repeat(cum - n_pair, n_edge); out[2, e:] = cum[-1] if len(cum) else 0
+    return out
+
+def _mask_tensors(n_real:tuple, shape:tuple) -> dict:
+    "Boolean masks of the real nodes `[N]`, edges `[E]` and graphs `[G]`: three views of one buffer."
+    (n, e, k), (N, E, G) = n_real, shape
+    buf = np.zeros(N + E + G, bool); buf[:n] = True; buf[N:N + e] = True; buf[N + E:N + E + k] = True
+    t = torch.from_numpy(buf)
+    return dict(node_mask=t[:N], edge_mask=t[N:N + E], graph_mask=t[N + E:])
+
+def _node_tensors(store:GraphStore, node_rows, graph_of_node, k:int, N:int) -> dict:
+    "z `[N]` int64, pos `[N, 3]` float32 and the graph slot of each node `[N]`, padded (slot k for padding nodes)."
+    n = len(node_rows)
+    z, pos, batch = np.zeros(N, np.int64), np.zeros((N, 3), np.float32), np.full(N, k, np.int64)
+    z[:n] = np.take(store.z, node_rows); batch[:n] = graph_of_node
+    pos[:n] = np.take(store.pos, node_rows, axis=0)
+    return dict(z=torch.from_numpy(z), pos=torch.from_numpy(pos), batch=torch.from_numpy(batch))
+
+def _graph_tensors(store:GraphStore, idx, edge_cols, target, E:int, G:int) -> dict:
+    "Targets `[G]` (or `[G, k]`), and for crystals image shifts `[E, 3]` and cells `[G, 3, 3]`, float32, padded."
+    vals = store.y[idx][:, _target_columns(store, target)]
+    y = np.zeros((G,) + vals.shape[1:], np.float32); y[:len(idx)] = vals
+    out = dict(y=torch.from_numpy(y), edge_shift=None, cell=None)
+    if store.edge_shift is not None:
+        shift, cell = np.zeros((E, 3), np.float32), np.zeros((G, 3, 3), np.float32)
+        shift[:len(edge_cols)] = np.take(store.edge_shift, edge_cols, axis=0); cell[:len(idx)] = store.cell[idx]
+        out.update(edge_shift=torch.from_numpy(shift), cell=torch.from_numpy(cell))
+    return out
+
+def _ranges(first, count, cum) -> np.ndarray:
+    "`first[i] + 0..count[i]-1` one after the other, `[cum[-1]]`, given `cum = cumsum(count)` (as `gather_ranges`)."
+    out = np.repeat(first - cum + count, count); out += np.arange(int(cum[-1]) if len(cum) else 0)
+    return out
+
 def collate(store:GraphStore, # the dataset
             idx, # graph indices of the batch, `[k]`
             shape=None, # padded (N, E, G); None: no padding (PyG's concatenation)
             target=None, # `y`: a target name (`[G]`), 'all' or a list of names (`[G, k]`); None: the last target
            ) -> PaddedBatch:
     "Gather graphs `idx` from the flat arrays of `store` into a `PaddedBatch` of `shape`."
-    idx = as_i64(idx)
-    first_node, n_node = store.node_ptr[idx], store.node_ptr[idx + 1] - store.node_ptr[idx]
-    node_rows = gather_ranges(first_node, n_node)                  # rows of z and pos, `[n_real_node]`
-    table, edge_cols, n_edge = _edge_columns(store, idx, n_node)  # columns of the edge table, `[n_real_edge]`
-    n_real = (len(node_rows), len(edge_cols), len(idx))
+    idx, src = as_i64(idx), _edge_source(store)
+    first_node = store.node_ptr[idx]; n_node = store.node_ptr[idx + 1] - first_node
+    n_edge = src['n_edge'][idx]
+    cum_n, cum_e = np.cumsum(n_node), np.cumsum(n_edge)
+    n_real = (int(cum_n[-1]) if len(idx) else 0, int(cum_e[-1]) if len(idx) else 0, len(idx))
     N, E, G = _padded_shape(idx, n_real, shape)
-    edge_index = np.full((2, E), n_real[0], np.int64)             # padding edges: first padding node to itself
-    edge_index[:, :n_real[1]] = table[:, edge_cols] + np.repeat(np.cumsum(n_node) - n_node, n_edge)
-    graph_of_node = np.full(N, len(idx), np.int64)                # padding nodes: the padding graph's slot
-    graph_of_node[:n_real[0]] = np.repeat(np.arange(len(idx)), n_node)
-    col = _target_columns(store, target)
-    periodic = store.edge_shift is not None
-    return PaddedBatch(z=_padded_rows(store.z, node_rows, N, np.int64), pos=_padded_rows(store.pos, node_rows, N),
-                       edge_index=torch.from_numpy(edge_index),
-                       edge_shift=_padded_rows(store.edge_shift, edge_cols, E) if periodic else None,
-                       cell=_padded_rows(store.cell, idx, G) if periodic else None,
-                       batch=torch.from_numpy(graph_of_node), y=_padded_rows(store.y[:, col], idx, G),
-                       **_masks(n_real, (N, E, G)), graph_index=torch.from_numpy(idx.copy()), num_graphs=G,
-                       **_features(store, node_rows, edge_cols, idx, (N, E, G)),
-                       **_pair_columns(store, edge_cols, n_edge, E))
+    node_rows = _ranges(first_node, n_node, cum_n)                   # rows of z and pos, `[n_real_node]`
+    edge_cols = _ranges(src['first'][idx], n_edge, cum_e)            # columns of the edge table, `[n_real_edge]`
+    edges = _gather_edges(store, src, idx, edge_cols, cum_n - n_node, n_edge, n_real[0], E)
+    pairs = {} if len(edges) == 2 else _pair_edge(edges[2])
+    return PaddedBatch(edge_index=torch.from_numpy(edges[:2]), graph_index=torch.from_numpy(idx.copy()), num_graphs=G,
+                       **_node_tensors(store, node_rows, np.repeat(np.arange(len(idx)), n_node), len(idx), N),
+                       **_graph_tensors(store, idx, edge_cols, target, E, G), **_mask_tensors(n_real, (N, E, G)),
+                       **_features(store, node_rows, edge_cols, idx, (N, E, G)), **pairs)
 
 # %% ../nbs/04_loading.ipynb #f26982e5
 @patch
