@@ -170,49 +170,43 @@ def pair_tensors(edge_pair:np.ndarray, # pair of each edge, `[E]`, ids below `E 
 
 # %% ../nbs/04_loading.ipynb #51a1973d
 def _edge_source(store:GraphStore) -> dict:
-    "What collation reads per graph, cached on the store: first edge column and edge count `[n_graph]` each, pair "
-    "counts `[n_graph]` (or None), and for complete graphs the templates' (sender, receiver[, pair]) in one table."
+    "What collation reads, cached on the store: per graph `[n_graph, 5]` (first node, first edge column, nodes, "
+    "edges, pairs), whether pairs exist, and for complete graphs the templates' (sender, receiver[, pair]) `[3, T]`."
     if getattr(store, '_edge_source', None) is None:
-        pairs = edge_pair_table(store)
-        n = store.n_node
+        pairs, n = edge_pair_table(store), store.n_node
         if store.complete:
-            table, start = complete_templates(store)
-            rows = [table] if pairs is None else [table, pairs[None]]
-            src = dict(table=np.concatenate(rows).astype(np.int64), first=start[n], n_edge=n * (n - 1))
-        else: src = dict(table=None, first=store.edge_ptr[:-1], n_edge=np.diff(store.edge_ptr))
-        src.update(pairs=pairs, n_pair=None if pairs is None else src['n_edge'] // 2)
-        store._edge_source = src
+            tpl, start = complete_templates(store)
+            table, first = np.concatenate([tpl] if pairs is None else [tpl, pairs[None]]).astype(np.int64), start[n]
+        else: table, first = None, store.edge_ptr[:-1]
+        per_graph = np.stack([store.node_ptr[:-1], first, n, store.n_edge, store.n_edge // 2], axis=1).astype(np.int64)
+        store._edge_source = dict(per_graph=per_graph, table=table, pairs=pairs)
     return store._edge_source
 
-def _gather_edges(store:GraphStore, src:dict, idx, edge_cols, node_off, n_edge, n:int, E:int) -> np.ndarray:
+def _gather_edges(store:GraphStore, src:dict, edge_cols, offsets, n_edge, n:int, n_pair:int, E:int) -> np.ndarray:
     "(sender, receiver[, pair]) of the batch, `[2 or 3, E]` int64: gathered into one buffer, shifted by each graph's "
-    "first node (and first pair), padding edges `n -> n` in pair `n_pair`."
-    e, has_pairs = len(edge_cols), src['pairs'] is not None
-    out = np.empty((3 if has_pairs else 2, E), np.int64)
-    if src['table'] is not None: np.take(src['table'], edge_cols, axis=1, out=out[:, :e])
+    "first node (and first pair) `offsets` `[k, 3]`, padding edges `n -> n` in pair `n_pair`."
+    e, rows = len(edge_cols), (3 if src['pairs'] is not None else 2)
+    out = np.empty((rows, E), np.int64)
+    if src['table'] is not None: src['table'].take(edge_cols, axis=1, out=out[:, :e])
     else:
-        out[0, :e], out[1, :e] = np.take(store.edge_index[0], edge_cols), np.take(store.edge_index[1], edge_cols)
-        if has_pairs: np.take(src['pairs'], edge_cols, out=out[2, :e])
-    shift = np.repeat(node_off, n_edge)
-    out[0, :e] += shift; out[1, :e] += shift; out[:2, e:] = n
-    if has_pairs:
-        n_pair = src['n_pair'][idx]; cum = np.cumsum(n_pair)
-        out[2, :e] += np.repeat(cum - n_pair, n_edge); out[2, e:] = cum[-1] if len(cum) else 0
+        out[0, :e], out[1, :e] = store.edge_index[0].take(edge_cols), store.edge_index[1].take(edge_cols)
+        if rows == 3: src['pairs'].take(edge_cols, out=out[2, :e])
+    out[:, :e] += offsets[:, [0, 0, 2][:rows]].T.repeat(n_edge, axis=1)
+    out[:2, e:] = n
+    if rows == 3: out[2, e:] = n_pair
     return out
 
 def _mask_tensors(n_real:tuple, shape:tuple) -> dict:
-    "Boolean masks of the real nodes `[N]`, edges `[E]` and graphs `[G]`: three views of one buffer."
-    (n, e, k), (N, E, G) = n_real, shape
-    buf = np.zeros(N + E + G, bool); buf[:n] = True; buf[N:N + e] = True; buf[N + E:N + E + k] = True
-    t = torch.from_numpy(buf)
-    return dict(node_mask=t[:N], edge_mask=t[N:N + E], graph_mask=t[N + E:])
+    "Boolean masks of the real nodes `[N]`, edges `[E]` and graphs `[G]`."
+    return {name: torch.from_numpy(np.arange(size) < real) for name, real, size in
+            zip(('node_mask', 'edge_mask', 'graph_mask'), n_real, shape)}
 
 def _node_tensors(store:GraphStore, node_rows, graph_of_node, k:int, N:int) -> dict:
     "z `[N]` int64, pos `[N, 3]` float32 and the graph slot of each node `[N]`, padded (slot k for padding nodes)."
     n = len(node_rows)
     z, pos, batch = np.zeros(N, np.int64), np.zeros((N, 3), np.float32), np.full(N, k, np.int64)
-    z[:n] = np.take(store.z, node_rows); batch[:n] = graph_of_node
-    pos[:n] = np.take(store.pos, node_rows, axis=0)
+    z[:n] = store.z.take(node_rows); batch[:n] = graph_of_node
+    pos[:n] = store.pos.take(node_rows, axis=0)
     return dict(z=torch.from_numpy(z), pos=torch.from_numpy(pos), batch=torch.from_numpy(batch))
 
 def _graph_tensors(store:GraphStore, idx, edge_cols, target, E:int, G:int) -> dict:
@@ -222,13 +216,13 @@ def _graph_tensors(store:GraphStore, idx, edge_cols, target, E:int, G:int) -> di
     out = dict(y=torch.from_numpy(y), edge_shift=None, cell=None)
     if store.edge_shift is not None:
         shift, cell = np.zeros((E, 3), np.float32), np.zeros((G, 3, 3), np.float32)
-        shift[:len(edge_cols)] = np.take(store.edge_shift, edge_cols, axis=0); cell[:len(idx)] = store.cell[idx]
+        shift[:len(edge_cols)] = store.edge_shift.take(edge_cols, axis=0); cell[:len(idx)] = store.cell[idx]
         out.update(edge_shift=torch.from_numpy(shift), cell=torch.from_numpy(cell))
     return out
 
-def _ranges(first, count, cum) -> np.ndarray:
-    "`first[i] + 0..count[i]-1` one after the other, `[cum[-1]]`, given `cum = cumsum(count)` (as `gather_ranges`)."
-    out = np.repeat(first - cum + count, count); out += np.arange(int(cum[-1]) if len(cum) else 0)
+def _ranges(first, count, offset, total:int) -> np.ndarray:
+    "`first[i] + 0..count[i]-1` one after the other, `[total]`, given `offset = cumsum(count) - count`."
+    out = (first - offset).repeat(count); out += np.arange(total)
     return out
 
 def collate(store:GraphStore, # the dataset
@@ -238,18 +232,17 @@ def collate(store:GraphStore, # the dataset
            ) -> PaddedBatch:
     "Gather graphs `idx` from the flat arrays of `store` into a `PaddedBatch` of `shape`."
     idx, src = as_i64(idx), _edge_source(store)
-    first_node = store.node_ptr[idx]; n_node = store.node_ptr[idx + 1] - first_node
-    n_edge = src['n_edge'][idx]
-    cum_n, cum_e = np.cumsum(n_node), np.cumsum(n_edge)
-    n_real = (int(cum_n[-1]) if len(idx) else 0, int(cum_e[-1]) if len(idx) else 0, len(idx))
-    N, E, G = _padded_shape(idx, n_real, shape)
-    node_rows = _ranges(first_node, n_node, cum_n)                   # rows of z and pos, `[n_real_node]`
-    edge_cols = _ranges(src['first'][idx], n_edge, cum_e)            # columns of the edge table, `[n_real_edge]`
-    edges = _gather_edges(store, src, idx, edge_cols, cum_n - n_node, n_edge, n_real[0], E)
+    g = src['per_graph'].take(idx, axis=0)                           # per graph of the batch, `[k, 5]`
+    counts = g[:, 2:]; cum = counts.cumsum(0); offsets = cum - counts  # nodes, edges, pairs: `[k, 3]` each
+    (n, e, n_pair), k = (cum[-1].tolist() if len(idx) else (0, 0, 0)), len(idx)
+    N, E, G = _padded_shape(idx, (n, e, k), shape)
+    node_rows = _ranges(g[:, 0], counts[:, 0], offsets[:, 0], n)    # rows of z and pos, `[n_real_node]`
+    edge_cols = _ranges(g[:, 1], counts[:, 1], offsets[:, 1], e)    # columns of the edge table, `[n_real_edge]`
+    edges = _gather_edges(store, src, edge_cols, offsets, counts[:, 1], n, n_pair, E)
     pairs = {} if len(edges) == 2 else _pair_edge(edges[2])
     return PaddedBatch(edge_index=torch.from_numpy(edges[:2]), graph_index=torch.from_numpy(idx.copy()), num_graphs=G,
-                       **_node_tensors(store, node_rows, np.repeat(np.arange(len(idx)), n_node), len(idx), N),
-                       **_graph_tensors(store, idx, edge_cols, target, E, G), **_mask_tensors(n_real, (N, E, G)),
+                       **_node_tensors(store, node_rows, np.arange(k).repeat(counts[:, 0]), k, N),
+                       **_graph_tensors(store, idx, edge_cols, target, E, G), **_mask_tensors((n, e, k), (N, E, G)),
                        **_features(store, node_rows, edge_cols, idx, (N, E, G)), **pairs)
 
 # %% ../nbs/04_loading.ipynb #f26982e5
