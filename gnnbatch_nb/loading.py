@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_loading.ipynb #3b9420b8
 from __future__ import annotations
-import html, time
+import html, queue, reprlib, threading, time
 from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from .batching.registry import make_plan
 
 # %% auto #0
 __all__ = ['PaddedBatch', 'complete_templates', 'edge_pairs', 'edge_pair_table', 'pair_tensors', 'collate', 'BatchSpec',
-           'PlanSampler', 'PaddedGraphs', 'batch_loader', 'PyGBatchSampler']
+           'PlanSampler', 'PaddedGraphs', 'batch_loader', 'PyGBatchSampler', 'prefetch']
 
 # %% ../nbs/04_loading.ipynb #326d511e
 @dataclass
@@ -374,3 +374,82 @@ class PyGBatchSampler(PlanSampler):
         super().__init__(sizes[idx], algorithm, batch_size, idx, **kwargs)
     def __iter__(self):
         for spec in super().__iter__(): yield spec.index.tolist()
+
+# %% ../nbs/04_loading.ipynb #ffe8b9f0
+class _Failed:
+    "A worker's exception, the position of the batch it was building in the stream and a short view of its item."
+    def __init__(self, position:int, item, error:BaseException):
+        self.position, self.item, self.error = position, reprlib.repr(item), error
+
+_DONE = object()
+
+def _to_device(x, device, non_blocking:bool):
+    "`x.to(device)` for a batch, element-wise for a tuple or list; anything else unchanged."
+    if isinstance(x, (tuple, list)): return type(x)(_to_device(v, device, non_blocking) for v in x)
+    return x.to(device, non_blocking=non_blocking) if hasattr(x, 'to') else x
+
+def _pinned(x):
+    "`x.pin_memory()` for a batch, element-wise for a tuple or list."
+    if isinstance(x, (tuple, list)): return type(x)(_pinned(v) for v in x)
+    return x.pin_memory() if hasattr(x, 'pin_memory') else x
+
+def _put(q:queue.Queue, item, stop:threading.Event) -> bool:
+    "Put `item` unless `stop` is set first; whether it was put."
+    while not stop.is_set():
+        try: q.put(item, timeout=0.05); return True
+        except queue.Full: pass
+    return False
+
+def _produce(items, build, pin:bool, q:queue.Queue, stop:threading.Event):
+    "The worker: build every item in order into `q`; an exception is queued with its position, then the worker ends."
+    i, item = 0, None
+    try:
+        for i, item in enumerate(items):
+            if stop.is_set(): return
+            out = build(item)
+            if not _put(q, _pinned(out) if pin else out, stop): return
+        _put(q, _DONE, stop)
+    except BaseException as e: _put(q, _Failed(i, item, e), stop)
+
+# %% ../nbs/04_loading.ipynb #d4a04b8d
+class prefetch:
+    "Iterate `build(item)` for every item of `items`, built `depth` ahead on a background thread, in order, and moved "
+    "to `device` (non-blocking from pinned memory on CUDA). A context manager: leaving it stops and joins the thread."
+    def __init__(self, items, # an iterable (e.g. of `BatchSpec`s or graph indices), consumed on the thread
+                 build=None, # item -> batch (e.g. `collate`); None: the items are the batches
+                 depth:int=2, # batches built ahead
+                 device=None, # where the batches go (None: stay where they are built)
+                 pin_memory:bool|None=None): # pin before the copy (None: when `device` is CUDA)
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+        self.device = None if device is None else torch.device(device)
+        cuda = self.device is not None and self.device.type == 'cuda'
+        self.pin = cuda if pin_memory is None else (bool(pin_memory) and torch.cuda.is_available())
+        self.q, self.stop, self.taken = queue.Queue(maxsize=depth), threading.Event(), 0
+        self.thread = threading.Thread(target=_produce, args=(iter(items), build or (lambda x: x), self.pin, self.q,
+                                                              self.stop), daemon=True, name='gnnbatch-prefetch')
+        self.thread.start()
+    def __iter__(self): return self
+    def __next__(self):
+        if self.thread is None: raise StopIteration
+        out = self.q.get()
+        if out is _DONE: self.close(); raise StopIteration
+        if isinstance(out, _Failed):
+            self.close()
+            raise RuntimeError(f"prefetch: building batch {out.position} ({out.item}) failed: "
+                               f"{type(out.error).__name__}: {out.error}") from out.error
+        self.taken += 1
+        return out if self.device is None else _to_device(out, self.device, self.pin)
+    def close(self):
+        "Stop the worker and wait for it (idempotent)."
+        if self.thread is None: return
+        self.stop.set()
+        while True:
+            try: self.q.get_nowait()
+            except queue.Empty: break
+        self.thread.join(); self.thread = None
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+    def __del__(self):
+        try: self.close()
+        except Exception: pass
