@@ -16,7 +16,7 @@ from .batching.registry import make_plan
 
 # %% auto #0
 __all__ = ['PaddedBatch', 'complete_templates', 'edge_pairs', 'edge_pair_table', 'pair_tensors', 'collate', 'BatchSpec',
-           'PlanSampler', 'PaddedGraphs', 'batch_loader', 'PyGBatchSampler', 'prefetch']
+           'PlanSampler', 'PaddedGraphs', 'batch_loader', 'PyGBatchSampler', 'PackedBatch', 'pack_batch', 'prefetch']
 
 # %% ../nbs/04_loading.ipynb #326d511e
 @dataclass
@@ -376,6 +376,40 @@ class PyGBatchSampler(PlanSampler):
         for spec in super().__iter__(): yield spec.index.tolist()
 
 # %% ../nbs/04_loading.ipynb #ffe8b9f0
+def _flat_tensors(pb:PaddedBatch) -> list:
+    "(field, key, tensor) of every tensor of a batch, the store's per-graph fields under ('graph_attr', name)."
+    out = [(f.name, None, getattr(pb, f.name)) for f in fields(PaddedBatch) if torch.is_tensor(getattr(pb, f.name))]
+    return out + [('graph_attr', k, v) for k, v in pb.graph_attr.items()]
+
+@dataclass
+class PackedBatch:
+    "A `PaddedBatch` whose tensors live in one byte buffer: `.to(device)` is one copy, then views of it."
+    buffer: torch.Tensor  # every tensor's bytes, each at an 8-byte aligned offset, `[n_bytes]` uint8
+    layout: list          # (field, key, offset, dtype, shape) of each tensor
+    rest: dict            # the fields that are not tensors (num_graphs, the None ones)
+    def to(self, device, non_blocking:bool=False) -> PaddedBatch:
+        "The batch on `device`: one copy of the buffer, every tensor a view of it."
+        buf, kw = self.buffer.to(device, non_blocking=non_blocking), dict(self.rest, graph_attr={})
+        for name, key, off, dtype, shape in self.layout:
+            n = int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
+            t = buf[off:off + n].view(dtype).view(shape)
+            if key is None: kw[name] = t
+            else: kw['graph_attr'][key] = t
+        return PaddedBatch(**kw)
+
+def pack_batch(pb:PaddedBatch, pin:bool=False) -> PackedBatch:
+    "Copy every tensor of `pb` into one (optionally pinned) byte buffer, for a single host-to-device copy."
+    flat = _flat_tensors(pb)
+    nbytes = [t.numel() * t.element_size() for _, _, t in flat]
+    offsets = np.cumsum([0] + [-(-b // 8) * 8 for b in nbytes]).tolist()
+    buf = torch.empty(offsets[-1], dtype=torch.uint8, pin_memory=pin)
+    for (_, _, t), off, b in zip(flat, offsets, nbytes):
+        buf[off:off + b].copy_(t.contiguous().view(-1).view(torch.uint8))
+    layout = [(name, key, off, t.dtype, tuple(t.shape)) for (name, key, t), off in zip(flat, offsets)]
+    rest = {f.name: getattr(pb, f.name) for f in fields(PaddedBatch)
+            if not torch.is_tensor(getattr(pb, f.name)) and f.name != 'graph_attr'}
+    return PackedBatch(buf, layout, rest)
+
 class _Failed:
     "A worker's exception, the position of the batch it was building in the stream and a short view of its item."
     def __init__(self, position:int, item, error:BaseException):
@@ -389,8 +423,10 @@ def _to_device(x, device, non_blocking:bool):
     return x.to(device, non_blocking=non_blocking) if hasattr(x, 'to') else x
 
 def _pinned(x):
-    "`x.pin_memory()` for a batch, element-wise for a tuple or list."
+    "A `PaddedBatch` packed into one pinned buffer (`pack_batch`), anything else `.pin_memory()`; element-wise for "
+    "a tuple or list."
     if isinstance(x, (tuple, list)): return type(x)(_pinned(v) for v in x)
+    if isinstance(x, PaddedBatch): return pack_batch(x, pin=True)
     return x.pin_memory() if hasattr(x, 'pin_memory') else x
 
 def _put(q:queue.Queue, item, stop:threading.Event) -> bool:
