@@ -392,7 +392,7 @@ class PackedBatch:
         buf, kw = self.buffer.to(device, non_blocking=non_blocking), dict(self.rest, graph_attr={})
         for name, key, off, dtype, shape in self.layout:
             n = int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
-            t = buf[off:off + n].view(dtype).view(shape)
+            t = buf[off:off + n].view(dtype).view(shape) if n else torch.empty(shape, dtype=dtype, device=buf.device)
             if key is None: kw[name] = t
             else: kw['graph_attr'][key] = t
         return PaddedBatch(**kw)
@@ -404,7 +404,7 @@ def pack_batch(pb:PaddedBatch, pin:bool=False) -> PackedBatch:
     offsets = np.cumsum([0] + [-(-b // 8) * 8 for b in nbytes]).tolist()
     buf = torch.empty(offsets[-1], dtype=torch.uint8, pin_memory=pin)
     for (_, _, t), off, b in zip(flat, offsets, nbytes):
-        buf[off:off + b].copy_(t.contiguous().view(-1).view(torch.uint8))
+        if b: buf[off:off + b].copy_(t.contiguous().view(-1).view(torch.uint8))   # empty tensors: nothing to copy
     layout = [(name, key, off, t.dtype, tuple(t.shape)) for (name, key, t), off in zip(flat, offsets)]
     rest = {f.name: getattr(pb, f.name) for f in fields(PaddedBatch)
             if not torch.is_tensor(getattr(pb, f.name)) and f.name != 'graph_attr'}
