@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_loading.ipynb #3b9420b8
 from __future__ import annotations
-import html, time
+import html, queue, reprlib, threading, time
 from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from .batching.registry import make_plan
 
 # %% auto #0
 __all__ = ['PaddedBatch', 'complete_templates', 'edge_pairs', 'edge_pair_table', 'pair_tensors', 'collate', 'BatchSpec',
-           'PlanSampler', 'PaddedGraphs', 'batch_loader', 'PyGBatchSampler']
+           'PlanSampler', 'PaddedGraphs', 'batch_loader', 'PyGBatchSampler', 'PackedBatch', 'pack_batch', 'prefetch']
 
 # %% ../nbs/04_loading.ipynb #326d511e
 @dataclass
@@ -74,16 +74,6 @@ def complete_templates(store:GraphStore) -> tuple:
         store._templates = (complete_edge_index(n, np.zeros_like(n)), np.r_[0, np.cumsum(n*(n-1))])
     return store._templates
 
-def _edge_columns(store:GraphStore, idx:np.ndarray, n_node:np.ndarray) -> tuple:
-    "The local edge table `[2, T]`, the columns of it that the batch takes `[n_real_edge]`, and edges per graph `[k]`."
-    if store.complete:
-        table, size_start = complete_templates(store)
-        first_edge, n_edge = size_start[n_node], n_node * (n_node - 1)
-    else:
-        table, first_edge = store.edge_index, store.edge_ptr[idx]
-        n_edge = store.edge_ptr[idx + 1] - first_edge
-    return table, gather_ranges(first_edge, n_edge), n_edge
-
 def _padded_shape(idx:np.ndarray, n_real:tuple, shape) -> tuple:
     "(N, E, G): the real sums when `shape` is None; else `shape`, checked to hold a padding node and graph too."
     if shape is None: return n_real
@@ -97,11 +87,6 @@ def _padded_rows(values:np.ndarray, rows:np.ndarray, n_rows:int, dtype=np.float3
     "`values[rows]` followed by zero rows up to `n_rows`, as `dtype`, `[n_rows, ...]`."
     out = np.zeros((n_rows,) + values.shape[1:], dtype); out[:len(rows)] = values[rows]
     return torch.from_numpy(out)
-
-def _masks(n_real:tuple, shape:tuple) -> dict:
-    "Boolean masks of the real nodes `[N]`, edges `[E]` and graphs `[G]`."
-    return {name: torch.arange(size) < real for name, real, size in
-            zip(('node_mask', 'edge_mask', 'graph_mask'), n_real, shape)}
 
 def _target_columns(store:GraphStore, target):
     "Column(s) of `store.y` for `target`: a name gives `[G]` targets; 'all' or a list of names `[G, k]`; None the last."
@@ -120,7 +105,6 @@ def _features(store:GraphStore, node_rows, edge_cols, idx, shape:tuple) -> dict:
                 edge_attr=None if store.edge_attr is None else _padded_rows(store.edge_attr, edge_cols, E,
                                                                             store.edge_attr.dtype),
                 graph_attr=extra)
-
 
 # %% ../nbs/04_loading.ipynb #0befae54
 def _pair_keys(g:np.ndarray, src:np.ndarray, dst:np.ndarray, shift:np.ndarray) -> np.ndarray:
@@ -172,52 +156,94 @@ def edge_pair_table(store:GraphStore) -> np.ndarray|None:
             store._edge_pairs = edge_pairs(g, *store.edge_index, store.edge_shift)
     return store._edge_pairs
 
-def pair_tensors(edge_pair:np.ndarray, # pair of each edge, `[E]`, ids below `E // 2 + 1`
-                 device=None) -> dict:
-    "`edge_pair` `[E]` and `pair_edge` `[E // 2 + 1]` (one edge of each pair; unused rows: the last edge) as tensors."
+def _pair_edge(edge_pair:np.ndarray) -> dict:
+    "`edge_pair` `[E]` and `pair_edge` `[E // 2 + 1]` (one edge of each pair; unused rows: the last edge), on the CPU."
     E = len(edge_pair)
     pair_edge = np.full(E // 2 + 1 if E else 0, max(E - 1, 0), np.int64)
     pair_edge[edge_pair] = np.arange(E)
-    t = lambda a: torch.as_tensor(a, device=device)
-    return dict(edge_pair=t(edge_pair), pair_edge=t(pair_edge))
+    return dict(edge_pair=torch.from_numpy(edge_pair), pair_edge=torch.from_numpy(pair_edge))
 
-def _pair_columns(store:GraphStore, edge_cols:np.ndarray, n_edge:np.ndarray, E:int) -> dict:
-    "`pair_tensors` of a batch (padding edges: one pair after the real ones), or {} if the store has no pairs."
-    table = edge_pair_table(store)
-    if table is None: return {}
-    n_pair = n_edge // 2
-    edge_pair = np.full(E, n_pair.sum(), np.int64)
-    edge_pair[:len(edge_cols)] = table[edge_cols] + np.repeat(np.cumsum(n_pair) - n_pair, n_edge)
-    return pair_tensors(edge_pair)
-
+def pair_tensors(edge_pair:np.ndarray, # pair of each edge, `[E]`, ids below `E // 2 + 1`
+                 device=None) -> dict:
+    "`edge_pair` `[E]` and `pair_edge` `[E // 2 + 1]` (one edge of each pair; unused rows: the last edge) as tensors."
+    return {k: v.to(device) if device is not None else v for k, v in _pair_edge(as_i64(edge_pair)).items()}
 
 # %% ../nbs/04_loading.ipynb #51a1973d
+def _edge_source(store:GraphStore) -> dict:
+    "What collation reads, cached on the store: per graph `[n_graph, 5]` (first node, first edge column, nodes, "
+    "edges, pairs), whether pairs exist, and for complete graphs the templates' (sender, receiver[, pair]) `[3, T]`."
+    if getattr(store, '_edge_source', None) is None:
+        pairs, n = edge_pair_table(store), store.n_node
+        if store.complete:
+            tpl, start = complete_templates(store)
+            table, first = np.concatenate([tpl] if pairs is None else [tpl, pairs[None]]).astype(np.int64), start[n]
+        else: table, first = None, store.edge_ptr[:-1]
+        per_graph = np.stack([store.node_ptr[:-1], first, n, store.n_edge, store.n_edge // 2], axis=1).astype(np.int64)
+        store._edge_source = dict(per_graph=per_graph, table=table, pairs=pairs)
+    return store._edge_source
+
+def _gather_edges(store:GraphStore, src:dict, edge_cols, offsets, n_edge, n:int, n_pair:int, E:int) -> np.ndarray:
+    "(sender, receiver[, pair]) of the batch, `[2 or 3, E]` int64: gathered into one buffer, shifted by each graph's "
+    "first node (and first pair) `offsets` `[k, 3]`, padding edges `n -> n` in pair `n_pair`."
+    e, rows = len(edge_cols), (3 if src['pairs'] is not None else 2)
+    out = np.empty((rows, E), np.int64)
+    if src['table'] is not None: src['table'].take(edge_cols, axis=1, out=out[:, :e])
+    else:
+        out[0, :e], out[1, :e] = store.edge_index[0].take(edge_cols), store.edge_index[1].take(edge_cols)
+        if rows == 3: src['pairs'].take(edge_cols, out=out[2, :e])
+    out[:, :e] += offsets[:, [0, 0, 2][:rows]].T.repeat(n_edge, axis=1)
+    out[:2, e:] = n
+    if rows == 3: out[2, e:] = n_pair
+    return out
+
+def _mask_tensors(n_real:tuple, shape:tuple) -> dict:
+    "Boolean masks of the real nodes `[N]`, edges `[E]` and graphs `[G]`."
+    return {name: torch.from_numpy(np.arange(size) < real) for name, real, size in
+            zip(('node_mask', 'edge_mask', 'graph_mask'), n_real, shape)}
+
+def _node_tensors(store:GraphStore, node_rows, graph_of_node, k:int, N:int) -> dict:
+    "z `[N]` int64, pos `[N, 3]` float32 and the graph slot of each node `[N]`, padded (slot k for padding nodes)."
+    n = len(node_rows)
+    z, pos, batch = np.zeros(N, np.int64), np.zeros((N, 3), np.float32), np.full(N, k, np.int64)
+    z[:n] = store.z.take(node_rows); batch[:n] = graph_of_node
+    pos[:n] = store.pos.take(node_rows, axis=0)
+    return dict(z=torch.from_numpy(z), pos=torch.from_numpy(pos), batch=torch.from_numpy(batch))
+
+def _graph_tensors(store:GraphStore, idx, edge_cols, target, E:int, G:int) -> dict:
+    "Targets `[G]` (or `[G, k]`), and for crystals image shifts `[E, 3]` and cells `[G, 3, 3]`, float32, padded."
+    vals = store.y[idx][:, _target_columns(store, target)]
+    y = np.zeros((G,) + vals.shape[1:], np.float32); y[:len(idx)] = vals
+    out = dict(y=torch.from_numpy(y), edge_shift=None, cell=None)
+    if store.edge_shift is not None:
+        shift, cell = np.zeros((E, 3), np.float32), np.zeros((G, 3, 3), np.float32)
+        shift[:len(edge_cols)] = store.edge_shift.take(edge_cols, axis=0); cell[:len(idx)] = store.cell[idx]
+        out.update(edge_shift=torch.from_numpy(shift), cell=torch.from_numpy(cell))
+    return out
+
+def _ranges(first, count, offset, total:int) -> np.ndarray:
+    "`first[i] + 0..count[i]-1` one after the other, `[total]`, given `offset = cumsum(count) - count`."
+    out = (first - offset).repeat(count); out += np.arange(total)
+    return out
+
 def collate(store:GraphStore, # the dataset
             idx, # graph indices of the batch, `[k]`
             shape=None, # padded (N, E, G); None: no padding (PyG's concatenation)
             target=None, # `y`: a target name (`[G]`), 'all' or a list of names (`[G, k]`); None: the last target
            ) -> PaddedBatch:
     "Gather graphs `idx` from the flat arrays of `store` into a `PaddedBatch` of `shape`."
-    idx = as_i64(idx)
-    first_node, n_node = store.node_ptr[idx], store.node_ptr[idx + 1] - store.node_ptr[idx]
-    node_rows = gather_ranges(first_node, n_node)                  # rows of z and pos, `[n_real_node]`
-    table, edge_cols, n_edge = _edge_columns(store, idx, n_node)  # columns of the edge table, `[n_real_edge]`
-    n_real = (len(node_rows), len(edge_cols), len(idx))
-    N, E, G = _padded_shape(idx, n_real, shape)
-    edge_index = np.full((2, E), n_real[0], np.int64)             # padding edges: first padding node to itself
-    edge_index[:, :n_real[1]] = table[:, edge_cols] + np.repeat(np.cumsum(n_node) - n_node, n_edge)
-    graph_of_node = np.full(N, len(idx), np.int64)                # padding nodes: the padding graph's slot
-    graph_of_node[:n_real[0]] = np.repeat(np.arange(len(idx)), n_node)
-    col = _target_columns(store, target)
-    periodic = store.edge_shift is not None
-    return PaddedBatch(z=_padded_rows(store.z, node_rows, N, np.int64), pos=_padded_rows(store.pos, node_rows, N),
-                       edge_index=torch.from_numpy(edge_index),
-                       edge_shift=_padded_rows(store.edge_shift, edge_cols, E) if periodic else None,
-                       cell=_padded_rows(store.cell, idx, G) if periodic else None,
-                       batch=torch.from_numpy(graph_of_node), y=_padded_rows(store.y[:, col], idx, G),
-                       **_masks(n_real, (N, E, G)), graph_index=torch.from_numpy(idx.copy()), num_graphs=G,
-                       **_features(store, node_rows, edge_cols, idx, (N, E, G)),
-                       **_pair_columns(store, edge_cols, n_edge, E))
+    idx, src = as_i64(idx), _edge_source(store)
+    g = src['per_graph'].take(idx, axis=0)                           # per graph of the batch, `[k, 5]`
+    counts = g[:, 2:]; cum = counts.cumsum(0); offsets = cum - counts  # nodes, edges, pairs: `[k, 3]` each
+    (n, e, n_pair), k = (cum[-1].tolist() if len(idx) else (0, 0, 0)), len(idx)
+    N, E, G = _padded_shape(idx, (n, e, k), shape)
+    node_rows = _ranges(g[:, 0], counts[:, 0], offsets[:, 0], n)    # rows of z and pos, `[n_real_node]`
+    edge_cols = _ranges(g[:, 1], counts[:, 1], offsets[:, 1], e)    # columns of the edge table, `[n_real_edge]`
+    edges = _gather_edges(store, src, edge_cols, offsets, counts[:, 1], n, n_pair, E)
+    pairs = {} if len(edges) == 2 else _pair_edge(edges[2])
+    return PaddedBatch(edge_index=torch.from_numpy(edges[:2]), graph_index=torch.from_numpy(idx.copy()), num_graphs=G,
+                       **_node_tensors(store, node_rows, np.arange(k).repeat(counts[:, 0]), k, N),
+                       **_graph_tensors(store, idx, edge_cols, target, E, G), **_mask_tensors((n, e, k), (N, E, G)),
+                       **_features(store, node_rows, edge_cols, idx, (N, E, G)), **pairs)
 
 # %% ../nbs/04_loading.ipynb #f26982e5
 @patch
@@ -348,3 +374,118 @@ class PyGBatchSampler(PlanSampler):
         super().__init__(sizes[idx], algorithm, batch_size, idx, **kwargs)
     def __iter__(self):
         for spec in super().__iter__(): yield spec.index.tolist()
+
+# %% ../nbs/04_loading.ipynb #ffe8b9f0
+def _flat_tensors(pb:PaddedBatch) -> list:
+    "(field, key, tensor) of every tensor of a batch, the store's per-graph fields under ('graph_attr', name)."
+    out = [(f.name, None, getattr(pb, f.name)) for f in fields(PaddedBatch) if torch.is_tensor(getattr(pb, f.name))]
+    return out + [('graph_attr', k, v) for k, v in pb.graph_attr.items()]
+
+@dataclass
+class PackedBatch:
+    "A `PaddedBatch` whose tensors live in one byte buffer: `.to(device)` is one copy, then views of it."
+    buffer: torch.Tensor  # every tensor's bytes, each at an 8-byte aligned offset, `[n_bytes]` uint8
+    layout: list          # (field, key, offset, dtype, shape) of each tensor
+    rest: dict            # the fields that are not tensors (num_graphs, the None ones)
+    def to(self, device, non_blocking:bool=False) -> PaddedBatch:
+        "The batch on `device`: one copy of the buffer, every tensor a view of it."
+        buf, kw = self.buffer.to(device, non_blocking=non_blocking), dict(self.rest, graph_attr={})
+        for name, key, off, dtype, shape in self.layout:
+            n = int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
+            t = buf[off:off + n].view(dtype).view(shape) if n else torch.empty(shape, dtype=dtype, device=buf.device)
+            if key is None: kw[name] = t
+            else: kw['graph_attr'][key] = t
+        return PaddedBatch(**kw)
+
+def pack_batch(pb:PaddedBatch, pin:bool=False) -> PackedBatch:
+    "Copy every tensor of `pb` into one (optionally pinned) byte buffer, for a single host-to-device copy."
+    flat = _flat_tensors(pb)
+    nbytes = [t.numel() * t.element_size() for _, _, t in flat]
+    offsets = np.cumsum([0] + [-(-b // 8) * 8 for b in nbytes]).tolist()
+    buf = torch.empty(offsets[-1], dtype=torch.uint8, pin_memory=pin)
+    for (_, _, t), off, b in zip(flat, offsets, nbytes):
+        if b: buf[off:off + b].copy_(t.contiguous().view(-1).view(torch.uint8))   # empty tensors: nothing to copy
+    layout = [(name, key, off, t.dtype, tuple(t.shape)) for (name, key, t), off in zip(flat, offsets)]
+    rest = {f.name: getattr(pb, f.name) for f in fields(PaddedBatch)
+            if not torch.is_tensor(getattr(pb, f.name)) and f.name != 'graph_attr'}
+    return PackedBatch(buf, layout, rest)
+
+class _Failed:
+    "A worker's exception, the position of the batch it was building in the stream and a short view of its item."
+    def __init__(self, position:int, item, error:BaseException):
+        self.position, self.item, self.error = position, reprlib.repr(item), error
+
+_DONE = object()
+
+def _to_device(x, device, non_blocking:bool):
+    "`x.to(device)` for a batch, element-wise for a tuple or list; anything else unchanged."
+    if isinstance(x, (tuple, list)): return type(x)(_to_device(v, device, non_blocking) for v in x)
+    return x.to(device, non_blocking=non_blocking) if hasattr(x, 'to') else x
+
+def _pinned(x):
+    "A `PaddedBatch` packed into one pinned buffer (`pack_batch`), anything else `.pin_memory()`; element-wise for "
+    "a tuple or list."
+    if isinstance(x, (tuple, list)): return type(x)(_pinned(v) for v in x)
+    if isinstance(x, PaddedBatch): return pack_batch(x, pin=True)
+    return x.pin_memory() if hasattr(x, 'pin_memory') else x
+
+def _put(q:queue.Queue, item, stop:threading.Event) -> bool:
+    "Put `item` unless `stop` is set first; whether it was put."
+    while not stop.is_set():
+        try: q.put(item, timeout=0.05); return True
+        except queue.Full: pass
+    return False
+
+def _produce(items, build, pin:bool, q:queue.Queue, stop:threading.Event):
+    "The worker: build every item in order into `q`; an exception is queued with its position, then the worker ends."
+    i, item = 0, None
+    try:
+        for i, item in enumerate(items):
+            if stop.is_set(): return
+            out = build(item)
+            if not _put(q, _pinned(out) if pin else out, stop): return
+        _put(q, _DONE, stop)
+    except BaseException as e: _put(q, _Failed(i, item, e), stop)
+
+# %% ../nbs/04_loading.ipynb #d4a04b8d
+class prefetch:
+    "Iterate `build(item)` for every item of `items`, built `depth` ahead on a background thread, in order, and moved "
+    "to `device` (non-blocking from pinned memory on CUDA). A context manager: leaving it stops and joins the thread."
+    def __init__(self, items, # an iterable (e.g. of `BatchSpec`s or graph indices), consumed on the thread
+                 build=None, # item -> batch (e.g. `collate`); None: the items are the batches
+                 depth:int=2, # batches built ahead
+                 device=None, # where the batches go (None: stay where they are built)
+                 pin_memory:bool|None=None): # pin before the copy (None: when `device` is CUDA)
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+        self.device = None if device is None else torch.device(device)
+        cuda = self.device is not None and self.device.type == 'cuda'
+        self.pin = cuda if pin_memory is None else (bool(pin_memory) and torch.cuda.is_available())
+        self.q, self.stop, self.taken = queue.Queue(maxsize=depth), threading.Event(), 0
+        self.thread = threading.Thread(target=_produce, args=(iter(items), build or (lambda x: x), self.pin, self.q,
+                                                              self.stop), daemon=True, name='gnnbatch-prefetch')
+        self.thread.start()
+    def __iter__(self): return self
+    def __next__(self):
+        if self.thread is None: raise StopIteration
+        out = self.q.get()
+        if out is _DONE: self.close(); raise StopIteration
+        if isinstance(out, _Failed):
+            self.close()
+            raise RuntimeError(f"prefetch: building batch {out.position} ({out.item}) failed: "
+                               f"{type(out.error).__name__}: {out.error}") from out.error
+        self.taken += 1
+        return out if self.device is None else _to_device(out, self.device, self.pin)
+    def close(self):
+        "Stop the worker and wait for it (idempotent)."
+        if self.thread is None: return
+        self.stop.set()
+        while True:
+            try: self.q.get_nowait()
+            except queue.Empty: break
+        self.thread.join(); self.thread = None
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+    def __del__(self):
+        try: self.close()
+        except Exception: pass

@@ -152,3 +152,43 @@ def test_a_repeated_edge_means_no_pairs():
 def test_stores_without_reverse_edges_get_no_pairs():
     store = random_store([4, 5, 6], 3, True)                           # random (k-NN-like) edges: not symmetric
     assert collate(store, [0, 1, 2]).edge_pair is None
+
+
+def _same(a, b):
+    for k, v in vars(a).items():
+        w = getattr(b, k)
+        if torch.is_tensor(v): assert v.dtype == w.dtype and torch.equal(v, w), k
+        elif isinstance(v, dict): assert v.keys() == w.keys() and all(torch.equal(v[j], w[j]) for j in v)
+        else: assert v == w, k
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 12), min_size=1, max_size=80), st.sampled_from(['packing', 'dynamic', 'concat']),
+       st.integers(1, 4), st.booleans())
+def test_prefetch_gives_the_same_batches_in_order(n_node, algorithm, depth, stored):
+    from gnnbatch_nb.loading import prefetch, pack_batch
+    store = random_store(n_node, 0, stored)
+    specs = list(PlanSampler(store.sizes, algorithm, 4, on_too_big='solo') if algorithm != 'concat'
+                 else PlanSampler(store.sizes, algorithm, 4))
+    ds = PaddedGraphs(store)
+    got = list(prefetch(specs, ds.__getitem__, depth=depth))
+    assert len(got) == len(specs)
+    for spec, b in zip(specs, got):
+        ref = collate(store, spec.index, spec.shape)
+        _same(b, ref); _same(pack_batch(b).to('cpu'), ref)
+    assert sorted(torch.cat([b.graph_index for b in got]).tolist()) == list(range(len(n_node)))
+
+def test_prefetch_stops_cleanly_and_names_the_failing_batch():
+    import itertools, threading
+    from gnnbatch_nb.loading import prefetch
+    before = threading.active_count()
+    with prefetch(itertools.count(), lambda i: i * 2, depth=2) as it:
+        assert [next(it) for _ in range(3)] == [0, 2, 4]
+    assert it.thread is None and threading.active_count() == before
+    def boom(i):
+        if i == 3: raise ValueError('bad graph')
+        return i
+    it = prefetch(range(10), boom)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(RuntimeError, match='building batch 3 .* ValueError: bad graph'): next(it)
+    assert threading.active_count() == before
+    with pytest.raises(ValueError, match='depth must be an integer >= 1'): prefetch(range(3), depth=0)

@@ -136,6 +136,7 @@ VARIANTS = {name: (name, {}) for name in ALGORITHMS}
 VARIANTS['bucketing-megabatch'] = ('bucketing', dict(group='megabatch', mega_batch=3))
 VARIANTS['bucketing-K1'] = ('bucketing', dict(n_buckets=1))
 VARIANTS['packing-estimate'] = ('packing', dict(budget='estimate', on_too_big='solo'))
+VARIANTS['packing-average'] = ('packing', dict(graph_count='average'))
 VARIANTS['dynamic-solo'] = ('dynamic', dict(n_estimation_graphs=5, on_too_big='solo'))
 
 
@@ -170,7 +171,11 @@ def check_shapes_as_planned(name, kw, plan, sizes, B):
         assert (real[solo, 2] == 1).all()
         if plan.solo_shape is not None: assert (sh[solo] == np.array(plan.solo_shape)).all()
         assert (real[~solo] <= budget - np.array([1, 0, 1])).all()
-        if name == 'packing' and kw.get('budget') is None:
+        if name == 'packing' and kw.get('graph_count') == 'average':    # B graphs on average under one shape
+            assert not solo.any() and plan.extras['n_evicted'] == 0 and len(plan.distinct_shapes) <= 1
+            assert len(plan) == -(-len(sizes) // B) and plan.budget[2] == real[:, 2].max(initial=1) + 1
+            assert plan.budget[:2] == (real[:, 0].max(initial=1) + 1, real[:, 1].max(initial=0))
+        elif name == 'packing' and kw.get('budget') is None:
             assert not solo.any() and (real[:, 2] <= B - 1).all() and plan.extras['n_evicted'] == 0
 
 

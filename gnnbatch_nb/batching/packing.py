@@ -15,8 +15,9 @@ from ..sizes import qm9_like, crystal_like
 from .bucketing import plan_bucketing, _size_key
 
 # %% auto #0
-__all__ = ['estimate_budget', 'next_fit_loop', 'batch_ends', 'follow_chain', 'next_fit_ptr', 'dynamic_batch_stream',
-           'checked_budget', 'check_some_fit', 'plan_dynamic', 'packing_budget', 'plan_packing']
+__all__ = ['GRAPH_COUNTS', 'estimate_budget', 'next_fit_loop', 'batch_ends', 'follow_chain', 'next_fit_ptr',
+           'dynamic_batch_stream', 'checked_budget', 'check_some_fit', 'plan_dynamic', 'packing_budget', 'deal_by_load',
+           'plan_packing']
 
 # %% ../../nbs/03d_packing.ipynb #5d59e88d
 def estimate_budget(sizes:GraphSizes,           # the split, in its stored (already shuffled) order
@@ -197,10 +198,12 @@ def _balanced_bins(sizes:GraphSizes, idx:np.ndarray, n_bins:int) -> tuple:
     grouped[ptr[assign] + np.arange(len(items)) // n_bins] = items   # a batch gets at most one graph per round
     return grouped, ptr
 
-def _tightest_shape(sizes:GraphSizes, order, ptr, batch_size:int) -> tuple:
-    "The smallest shape `(N, E, B)` that holds every batch of `order`/`ptr` with its padding node."
+def _tightest_shape(sizes:GraphSizes, order, ptr, batch_size:int|None) -> tuple:
+    "The smallest shape `(N, E, G)` that holds every batch of `order`/`ptr` with its padding node; G = B, or the "
+    "most graphs of a batch + 1 when `batch_size` is None."
     real_n, real_e = segment_sum(sizes.n_node, order, ptr), segment_sum(sizes.n_edge, order, ptr)
-    return (int(real_n.max(initial=1)) + 1, int(real_e.max(initial=0)), int(batch_size))
+    G = int(np.diff(ptr).max(initial=1)) + 1 if batch_size is None else int(batch_size)
+    return (int(real_n.max(initial=1)) + 1, int(real_e.max(initial=0)), G)
 
 def packing_budget(sizes:GraphSizes, # the graphs
                    batch_size:int    # B: graph slots per batch, B-1 real graphs
@@ -210,6 +213,30 @@ def packing_budget(sizes:GraphSizes, # the graphs
     if len(sizes) == 0: raise ValueError("need at least one graph to compute a packing budget")
     order, ptr = _balanced_bins(sizes, np.arange(len(sizes)), ceil_div(len(sizes), batch_size - 1))
     return _tightest_shape(sizes, order, ptr, batch_size)
+
+# %% ../../nbs/03d_packing.ipynb #58d4f563
+def deal_by_load(n_node:np.ndarray, n_edge:np.ndarray, # sizes of the graphs, sorted largest first, `[n]` each
+                 n_bins:int,        # number of batches
+                 step:int|None=None # graphs dealt per step (default half the batches; 1: the plain loop)
+                ) -> np.ndarray:
+    "Batch of each graph `[n]`: in steps, the largest graphs to the batches with the smallest relative load."
+    n_node, n_edge = np.asarray(n_node, np.float64), np.asarray(n_edge, np.float64)
+    mean_n, mean_e = max(n_node.sum() / n_bins, 1e-12), max(n_edge.sum() / n_bins, 1e-12)
+    ln, le, assign = np.zeros(n_bins), np.zeros(n_bins), np.empty(len(n_node), np.int64)
+    step = max(1, n_bins // 2) if step is None else step
+    for r in range(0, len(n_node), step):
+        k = min(step, len(n_node) - r)
+        tgt = np.argsort(np.maximum(ln / mean_n, le / mean_e), kind='stable')[:k]
+        assign[r:r + k] = tgt; ln[tgt] += n_node[r:r + k]; le[tgt] += n_edge[r:r + k]
+    return assign
+
+def _load_bins(sizes:GraphSizes, idx:np.ndarray, n_bins:int) -> tuple:
+    "Graphs `idx` dealt by `deal_by_load` into `n_bins` batches: order `[n]` grouped by batch, offsets `[n_bins+1]`."
+    if not len(idx) or n_bins < 1: return as_i64(idx), np.zeros(1, np.int64)
+    items, _ = _sorted_by_size(sizes, idx)
+    assign = deal_by_load(sizes.n_node[items], sizes.n_edge[items], n_bins)
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(assign, minlength=n_bins))]).astype(np.int64)
+    return items[np.argsort(assign, kind='stable')], ptr
 
 # %% ../../nbs/03d_packing.ipynb #5e71665c
 def _n_bins_for(sizes:GraphSizes, fit:np.ndarray, budget:tuple) -> int:
@@ -245,8 +272,20 @@ def _append_next_fit(sizes:GraphSizes, order, ptr, more:np.ndarray, budget:tuple
     N, E, G = budget
     return _append(order, ptr, more, next_fit_ptr(sizes.n_node[more], sizes.n_edge[more], N - 1, E, G - 1))
 
-def _pack(sizes:GraphSizes, batch_size:int, budget, on_too_big:str, shuffled) -> tuple:
+GRAPH_COUNTS = ('fixed', 'average')
+
+def _check_graph_count(graph_count:str, budget):
+    "`ValueError` unless `graph_count` is one of `GRAPH_COUNTS`, and 'average' comes without a budget."
+    if graph_count not in GRAPH_COUNTS:
+        raise ValueError(f"graph_count must be one of {GRAPH_COUNTS}, got {graph_count!r}")
+    if graph_count == 'average' and budget is not None:
+        raise ValueError(f"graph_count='average' chooses its own shape: pass budget=None, got budget={budget!r}")
+
+def _pack(sizes:GraphSizes, batch_size:int, budget, on_too_big:str, shuffled, graph_count:str='fixed') -> tuple:
     "Order, offsets, budget and too-big graphs of balanced packing; the tightest budget when `budget` is None."
+    if graph_count == 'average':          # B graphs per batch on average, as many slots as the fullest batch needs
+        order, ptr = _load_bins(sizes, shuffled(np.arange(len(sizes))), ceil_div(len(sizes), batch_size))
+        return order, ptr, _tightest_shape(sizes, order, ptr, None), np.zeros(0, np.int64)
     if budget is None:                     # the packing budget: nothing is too big, nothing overflows
         order, ptr = _balanced_bins(sizes, shuffled(np.arange(len(sizes))), ceil_div(len(sizes), batch_size - 1))
         return order, ptr, _tightest_shape(sizes, order, ptr, batch_size), np.zeros(0, np.int64)
@@ -264,15 +303,17 @@ def plan_packing(sizes:GraphSizes,       # the graphs
                  on_too_big:str='raise', # 'raise', 'skip' or 'solo'
                  seed:int=0,             # random seed of the run
                  epoch:int=0,            # epoch number
-                 shuffle:bool=True       # shuffle within size classes and the batch order every epoch
+                 shuffle:bool=True,      # shuffle within size classes and the batch order every epoch
+                 graph_count:str='fixed' # 'fixed': B-1 graphs per batch, G = B; 'average': B graphs per batch on
+                                         # average, ceil(n/B) batches, G = the most graphs of a batch + 1
                 ) -> Plan:
     "Offline packing into one shape: deal graphs, largest first, to the least-loaded of ceil(n/(B-1)) batches."
     t0 = time.perf_counter()
-    check_batch_size(batch_size, 2)
+    check_batch_size(batch_size, 2); _check_graph_count(graph_count, budget)
     rng = plan_rng(seed, epoch)
     shuffled = lambda a: rng.permutation(a) if shuffle else a
     budget = _resolve_budget(sizes, batch_size, budget, n_estimation_graphs)
-    order, ptr, budget, big = _pack(sizes, batch_size, budget, on_too_big, shuffled)
+    order, ptr, budget, big = _pack(sizes, batch_size, budget, on_too_big, shuffled, graph_count)
     order, ptr, evicted = _evict_overflow(sizes, order, ptr, budget)
     if len(evicted): order, ptr = _append_next_fit(sizes, order, ptr, shuffled(evicted), budget)
     shapes = np.tile(np.array(budget, np.int64), (len(ptr) - 1, 1))
@@ -281,7 +322,8 @@ def plan_packing(sizes:GraphSizes,       # the graphs
         order, ptr = _append(order, ptr, big, np.arange(len(big) + 1))
         shapes = np.concatenate([shapes, np.tile(np.array(sshape, np.int64), (len(big), 1))])
     plan = Plan(order, ptr, shapes, sizes, 'packing', batch_size=batch_size, budget=budget, solo_shape=sshape,
-                on_too_big=on_too_big, seed=seed, epoch=epoch, shuffle=shuffle, extras=dict(n_evicted=len(evicted)),
+                on_too_big=on_too_big, seed=seed, epoch=epoch, shuffle=shuffle,
+                extras=dict(n_evicted=len(evicted), graph_count=graph_count),
                 skipped=big if on_too_big == 'skip' else np.zeros(0, np.int64))
     if shuffle and len(plan) > 1: plan = plan.select(rng.permutation(len(plan)))
     plan.plan_time = time.perf_counter() - t0

@@ -13,9 +13,9 @@ from fastcore.basics import patch
 from ..sizes import GraphSizes, as_i64, ceil_div, segment_sum
 
 # %% auto #0
-__all__ = ['ON_TOO_BIG', 'next_multiple_64', 'ceil_multiple_64', 'next_pow2', 'Plan', 'plan_report_table', 'epoch_order',
-           'plan_rng', 'too_big', 'solo_shape', 'check_too_big', 'shard_plan', 'balanced_steps', 'balanced_shard_plan',
-           'timed']
+__all__ = ['ON_TOO_BIG', 'next_multiple_64', 'ceil_multiple_64', 'next_pow2', 'Plan', 'batch_size_meaning', 'plan_report_table',
+           'epoch_order', 'plan_rng', 'too_big', 'solo_shape', 'check_too_big', 'shard_plan', 'balanced_steps',
+           'balanced_shard_plan', 'timed']
 
 # %% ../../nbs/03a_plan.ipynb #70993f62
 def _ret(r, v):
@@ -189,11 +189,20 @@ def validate(self:Plan) -> Plan:
 def _eff(real, padded) -> float:
     return float(real.sum() / padded.sum()) if padded.sum() > 0 else float('nan')
 
+def batch_size_meaning(plan:Plan) -> str:
+    "What B means in `plan`: graphs per batch (unpadded), graph slots (B-1 real graphs), or an average graph count."
+    if plan.batch_size is None: return "B not recorded"
+    if not plan.padded: return f"B = {plan.batch_size} graphs per batch (no padding)"
+    if plan.extras.get('graph_count') == 'average':
+        G = int(plan.shapes[:, 2].max(initial=2))
+        return f"B = {plan.batch_size} graphs per batch on average; the padded shape holds up to {G - 1} (G = {G})"
+    return f"B = {plan.batch_size} graph slots: at most {plan.batch_size - 1} real graphs and a padding graph"
+
 @patch
 def report(self:Plan) -> dict:
     "Efficiency, distinct shapes, graphs per batch and bookkeeping of a plan, as a dict."
     real, gpb = self.real, self.n_graph_real
-    return dict(algorithm=self.algorithm, batch_size=self.batch_size,
+    return dict(algorithm=self.algorithm, batch_size=self.batch_size, batch_size_means=batch_size_meaning(self),
                 n_graph=len(self.sizes), n_used=len(self.order), n_batch=len(self),
                 node_eff=_eff(real[:, 0], self.shapes[:, 0]), edge_eff=_eff(real[:, 1], self.shapes[:, 1]),
                 graph_eff=_eff(real[:, 2], self.shapes[:, 2]), n_shapes=len(self.distinct_shapes),
@@ -208,7 +217,8 @@ def _repr_markdown_(self:Plan) -> str:
     r = self.report()
     pct = lambda x: '-' if np.isnan(x) else f"{100*x:.1f} %"
     return (f"**Plan** `{r['algorithm']}` (batch_size={r['batch_size']}): {r['n_batch']:,} batches over "
-            f"{r['n_used']:,} of {r['n_graph']:,} graphs, **{r['n_shapes']} distinct shape(s)**\n\n"
+            f"{r['n_used']:,} of {r['n_graph']:,} graphs, **{r['n_shapes']} distinct shape(s)**; "
+            f"{r['batch_size_means']}\n\n"
             f"| | nodes | edges | graph slots |\n|---|---|---|---|\n"
             f"| efficiency | {pct(r['node_eff'])} | {pct(r['edge_eff'])} | {pct(r['graph_eff'])} |\n\n"
             f"graphs per batch: mean {r['graphs_per_batch_mean']:.2f} "

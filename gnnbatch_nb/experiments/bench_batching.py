@@ -16,10 +16,11 @@ from ..data.datasets import load_dataset
 from ..batching.registry import ALGORITHMS, make_plan
 from ..loading import collate
 from ..measure.machine import machine_info
+from ..measure.steps import median_ci
 
 # %% auto #0
-__all__ = ['ALL_ALGORITHMS', 'efficiency_table', 'host_throughput', 'planning_times', 'qm9_resampled', 'run_batching_benchmark',
-           'load_batching_results']
+__all__ = ['ALL_ALGORITHMS', 'REFERENCE', 'efficiency_table', 'copy_floor', 'host_throughput', 'planning_times', 'qm9_resampled',
+           'run_batching_benchmark', 'load_batching_results']
 
 # %% ../../nbs/08b_bench_batching.ipynb #0b80f016
 ALL_ALGORITHMS = tuple(ALGORITHMS)
@@ -68,19 +69,66 @@ def _pyg_epochs(store:GraphStore, idx, batch_size:int, target) -> dict:
                 lambda: count(DataLoader(lazy, batch_size=batch_size, shuffle=True)),
             'PyG DynamicBatchSampler': dyn}
 
+def _rounds(runs:dict, repeats:int) -> dict:
+    "name -> (graphs, seconds of each pass `[repeats]`): every loader once per round, rounds one after the other, so "
+    "a slow moment of the machine falls on all loaders of a round alike."
+    out = {k: [0, []] for k in runs}
+    for _ in range(repeats):
+        for k, fn in runs.items():
+            t0 = time.perf_counter(); out[k][0] = fn(); out[k][1].append(time.perf_counter() - t0)
+    return out
+
+def _with_interval(row:dict, name:str, values) -> dict:
+    "`row` with the median of `values` under `name` and its 95 % bootstrap interval under `name`_lo and `name`_hi."
+    lo, hi = median_ci(values)
+    return {**row, name: float(np.median(values)), f'{name}_lo': lo, f'{name}_hi': hi}
+
+def _throughput_row(name:str, graphs:int, ts, ref_ts=None) -> dict:
+    "Graphs/s of a loader (median pass, its interval, min and max), and its per-round ratio to the reference loader."
+    ts = np.asarray(ts); gps = graphs / ts
+    row = dict(loader=name, graphs=graphs, median_s=float(np.median(ts)), mean_s=float(ts.mean()))
+    row = _with_interval(row, 'graphs_per_s', gps)
+    row.update(graphs_per_s_min=float(gps.min()), graphs_per_s_max=float(gps.max()))
+    return row if ref_ts is None else _with_interval(row, 'vs_pyg', np.asarray(ref_ts) / ts)
+
+def _batch_bytes(store:GraphStore, idx, algorithm:str, batch_size:int, target) -> np.ndarray:
+    "Bytes of the tensors of each batch of one epoch of `idx` `[n_batch]`."
+    p = make_plan(store.sizes[idx], algorithm, batch_size, seed=0, epoch=0)
+    out = []
+    for b in range(len(p)):
+        pb = collate(store, idx[p.batch(b)], tuple(p.shapes[b]) if p.padded else None, target)
+        ts = [v for v in vars(pb).values() if torch.is_tensor(v)] + list(pb.graph_attr.values())
+        out.append(sum(t.numel() * t.element_size() for t in ts))
+    return np.array(out)
+
+def copy_floor(nbytes, # bytes of each batch, `[n_batch]`
+               graphs:int, repeats:int=3, ring_bytes:int=64 << 20) -> float:
+    "Graphs/s of copying each batch's bytes (`np.copyto`) from a 64 MiB ring into a preallocated buffer: the floor."
+    src, dst = np.ones(ring_bytes, np.uint8), np.empty(int(max(nbytes, default=1)), np.uint8)
+    starts = np.cumsum(np.r_[0, nbytes[:-1]]) % max(ring_bytes - len(dst), 1)
+    def one():
+        t0 = time.perf_counter()
+        for s, b in zip(starts.tolist(), np.asarray(nbytes).tolist()): np.copyto(dst[:b], src[s:s + b])
+        return time.perf_counter() - t0
+    return graphs / float(np.median([one() for _ in range(repeats)]))
+
+REFERENCE = 'PyG DataLoader (concat)'
+
 def host_throughput(store:GraphStore, # the dataset
                     indices, # the graphs to batch, `[n]`
                     batch_size:int=32, algorithms=ALL_ALGORITHMS, target:str|None=None,
-                    repeats:int=3, pyg:bool=True) -> pd.DataFrame:
-    "Graphs per second of plan + collate per algorithm, and of PyG's `DataLoader`, `DynamicBatchSampler`, same graphs."
+                    repeats:int=7, pyg:bool=True) -> pd.DataFrame:
+    "Graphs/s of plan + collate per algorithm and of PyG's loaders (medians of `repeats` rounds with 95 % intervals), "
+    "the ratio to PyG's `DataLoader` per round, and the graphs/s of a bare copy of each algorithm's bytes."
     idx = np.asarray(indices, dtype=np.int64)
     runs = {f'gnnbatch {a}': _collate_epoch(store, idx, a, batch_size, target) for a in algorithms}
     if pyg: runs.update(_pyg_epochs(store, idx, batch_size, target))
-    cols = ('loader', 'graphs', 'median_s', 'mean_s')
-    rows = [dict(zip(cols, (k, *_median_pass(f, repeats)))) for k, f in runs.items()]
-    df = pd.DataFrame(rows)
-    df['graphs_per_s'] = df.graphs / df.median_s
-    if pyg: df['vs_pyg'] = df.graphs_per_s / float(df.graphs_per_s[df.loader == 'PyG DataLoader (concat)'].iloc[0])
+    res = _rounds(runs, repeats)
+    ref = res[REFERENCE][1] if pyg else None
+    df = pd.DataFrame([_throughput_row(k, n, ts, ref) for k, (n, ts) in res.items()])
+    floor = {f'gnnbatch {a}': copy_floor(_batch_bytes(store, idx, a, batch_size, target), len(idx)) for a in algorithms}
+    df['copy_floor_graphs_per_s'] = df.loader.map(floor)
+    df['x_floor'] = df.copy_floor_graphs_per_s / df.graphs_per_s
     return df
 
 # %% ../../nbs/08b_bench_batching.ipynb #15e96fe5
@@ -99,7 +147,7 @@ def qm9_resampled(sizes:GraphSizes, n:int=1_000_000, seed:int=0) -> GraphSizes:
 
 # %% ../../nbs/08b_bench_batching.ipynb #e9fd5656
 def run_batching_benchmark(datasets=('qm9', 'mp36k'), batch_sizes=(16, 32, 64, 128), throughput_graphs:int=20_000,
-                           throughput_batch_size:int=32, planning_graphs:int=1_000_000, repeats:int=3, threads:int=1,
+                           throughput_batch_size:int=32, planning_graphs:int=1_000_000, repeats:int=7, threads:int=1,
                            out:str|Path|None=None, cache_dir=None, progress=print) -> dict:
     "Efficiency, throughput and planning-time tables (and the machine); written as CSV/JSON to `out` when given."
     if out is not None: check_writable(out, 'out')               # before minutes of measurement

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 import torch._dynamo.utils
 from ..graphs import GraphStore, random_split
 from ..batching.registry import make_plan
-from ..loading import PlanSampler, PaddedBatch, collate
+from ..loading import PlanSampler, PaddedBatch, collate, prefetch
 from .timers import StepTimer, compile_model, CompileCounter, timing_settings, train_step
 from ..models.registry import masked_mse, dataset_species, make_model
 
@@ -93,10 +93,11 @@ class Trainer:
         "The study's loss: MSE of the real graphs' standardised targets."
         return masked_mse(pred, batch, self.mean, self.std)
 
-    def fit(self, steps:int, progress:bool=True, log_every:int=50) -> list:
+    def fit(self, steps:int, progress:bool=True, log_every:int=50,
+            prefetch:int=2) -> list: # batches built ahead on a thread (`batches`); 0: one by one in the step
         "Train `steps` steps in the compile mode, timing each (`timer`, `step_shapes`, `step_real`, `step_compiles`)."
         out, self.timer, self.step_shapes, self.step_real, self.step_compiles = [], StepTimer(self.device), [], [], []
-        batches = iter(self.next_batch, None)
+        batches = self.batches(prefetch)
         desc = f'{self.cfg.model} / {self.cfg.algorithm} / {self.cfg.compile}'
         bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=1)
         graphs = lambda: torch._dynamo.utils.counters['stats']['unique_graphs']
@@ -112,11 +113,35 @@ class Trainer:
                     self.step_shapes.append(b.shape); self.step_real.append(b.n_real)
                     self.step_compiles.append(graphs() - g0)
                     if progress and (i + 1) % log_every == 0: bar.set_postfix(loss=f'{float(out[-1]):.4f}')
-            finally: self._forward = None
+            finally: self._forward = None; batches.close()
         self.compiles += cc.final['graphs']; self.compile_s += cc.final['compile_s']
         losses = [float(l) for l in out]
         self.losses += losses
         return losses
+
+# %% ../../nbs/06b_train.ipynb #9bf17a11
+@patch
+def batch_specs(self:Trainer):
+    "The training batches from where the run is, endlessly: ((epoch, pos) after the batch, graph indices, shape)."
+    epoch, pos = self.epoch, self.pos
+    while True:
+        self.sampler.set_epoch(epoch); plan = self.sampler.plan()
+        if pos >= len(plan):
+            epoch, pos = epoch + 1, 0
+            continue
+        yield (epoch, pos + 1), self.sampler.indices[plan.batch(pos)], tuple(plan.shapes[pos]) if plan.padded else None
+        pos += 1
+
+@patch
+def batches(self:Trainer, depth:int=2):
+    "Training batches on the device, in order, built `depth` ahead on a thread (0: one by one with `next_batch`); "
+    "the run's position advances as each batch is taken."
+    if depth == 0:
+        yield from iter(self.next_batch, None)
+        return
+    build = lambda spec: (spec[0], collate(self.store, spec[1], spec[2], self.target))
+    with prefetch(self.batch_specs(), build, depth, self.device) as it:
+        for (self.epoch, self.pos), b in it: yield b
 
 # %% ../../nbs/06b_train.ipynb #4dda2216
 @patch
