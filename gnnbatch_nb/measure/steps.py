@@ -4,7 +4,7 @@
 
 # %% ../../nbs/07b_measure.ipynb #aad4d1db
 from __future__ import annotations
-import contextlib, shutil, tempfile, time
+import contextlib, itertools, shutil, tempfile, time
 from functools import partial
 import numpy as np
 import pandas as pd
@@ -15,7 +15,7 @@ from torch_geometric.nn.models import SchNet as PyGSchNet
 from ..graphs import GraphStore, GraphDataset
 from ..data.datasets import load_dataset, train_indices
 from ..batching.registry import make_plan
-from ..loading import PaddedBatch, collate, edge_pairs, pair_tensors
+from ..loading import PaddedBatch, collate, edge_pairs, pair_tensors, prefetch
 from ..training.timers import (sync, compile_model, compile_cache, CompileCounter, COMPILE_MODES,
                                          timing_settings, train_step)
 from ..models.registry import masked_mse, make_model, dataset_species
@@ -178,7 +178,8 @@ def _rotating_run(store, model, job:dict, batch_size:int, seed:int, device, lr:f
     run['net'].train()
     stream = plan_stream(store, job['algorithm'], batch_size, run['idx'], seed=seed, max_shapes=job['max_shapes'],
                          **kwargs)
-    run.update(job=job, rows=[], feed=lambda: collate(store, *next(stream), run['target']).to(device))
+    run.update(job=job, rows=[], make=lambda: collate(store, *next(stream), run['target']))
+    run['feed'] = lambda: run['make']().to(device)
     run['fwd'] = stack.enter_context(compile_model(run['net'], job['mode'], backend=backend, fresh=False))
     return run
 
@@ -199,23 +200,34 @@ def _rotation_results(store, model, runs, batch_size, seed, device, backend) -> 
         res.append(dict(spec=dict(spec, rotated=True), records=rec, summary=summarise(rec), machine=machine_info()))
     return res
 
-def _round(runs:list, k:int, device, seq0:int) -> None:
-    "Round `k` of the rotation: one timed step of each run, starting at run `k mod n`."
+def _round(runs:list, k:int, device, seq0:int, feed=None) -> None:
+    "Round `k` of the rotation: one timed step of each run, starting at run `k mod n` (batches from `feed`, if any)."
     for i, ri in enumerate(rotation(len(runs), 1, first_round=k)):
         r = runs[ri]
-        r['rows'].append(dict(_timed_step(r, r['fwd'], r['feed'], len(r['rows']), device), seq=seq0 + i, round=k))
+        row = _timed_step(r, r['fwd'], feed or r['feed'], len(r['rows']), device)
+        r['rows'].append(dict(row, seq=seq0 + i, round=k))
 
-def _rounds(runs:list, rounds:int, budget_s, stop, check_s:float, t0:float, device, results) -> tuple:
+def _rotation_order(n_runs:int):
+    "The run of every step of an endless rotation, in order (what the batches are built ahead for)."
+    for k in itertools.count(): yield from rotation(n_runs, 1, first_round=k)
+
+def _rounds(runs:list, rounds:int, budget_s, stop, check_s:float, t0:float, device, results, feed=None) -> tuple:
     "(rounds taken, why they stopped): at least `rounds`, then until the budget is spent or `stop(results())` says."
     k, last, why = 0, t0, None
     while why is None:
-        _round(runs, k, device, k * len(runs)); k += 1
+        _round(runs, k, device, k * len(runs), feed); k += 1
         if k < rounds: continue
         now = time.perf_counter()
         if budget_s is None: why = f'{k} rounds done'
         elif now - t0 >= budget_s: why = f'budget of {budget_s:.0f} s spent'
         elif stop is not None and now - last >= check_s: last, why = now, stop(results())
     return k, why
+
+def _ahead(stack, runs:list, depth:int, device):
+    "() -> the next batch of the rotation, built `depth` ahead on one thread (`loading.prefetch`); None for `depth` 0."
+    if depth == 0: return None
+    it = stack.enter_context(prefetch(_rotation_order(len(runs)), lambda i: runs[i]['make'](), depth, device))
+    return lambda: next(it)
 
 def _whole_rounds(runs:list) -> int:
     "Drop the steps of a round cut short (so every run has the same rounds); the number of whole rounds."
@@ -240,6 +252,7 @@ def measure_rotating(store:GraphStore, # the dataset
                      budget_s:float|None=None, # then more rounds, for up to this many seconds of rounds
                      stop=None, # `stop(results) -> str|None`: a reason to stop before the budget is spent
                      check_s:float=5.0, # seconds of rounds between two calls of `stop`
+                     prefetch_depth:int=2, # batches built ahead on a thread, as a training run does (0: in the step)
                      seed:int=0, device='cpu', backend:str='inductor', lr:float=1e-4,
                      indices=None, target:str|None=None, model_kwargs:dict|None=None,
                      **kwargs) -> dict: # passed to `make_plan`
@@ -252,9 +265,10 @@ def measure_rotating(store:GraphStore, # the dataset
         runs = [_rotating_run(store, model, j, *args, lr, indices, target, model_kwargs, backend, stack, **kwargs)
                 for j in jobs]
         _warm_up(runs, warmup, device)
+        feed = _ahead(stack, runs, prefetch_depth, device)
         t0 = time.perf_counter()
         try: k, why = _rounds(runs, rounds, budget_s, stop, check_s, t0, device,
-                              lambda: _rotation_results(store, model, runs, *args, backend))
+                              lambda: _rotation_results(store, model, runs, *args, backend), feed)
         except KeyboardInterrupt: k, why = _whole_rounds(runs), 'interrupted'      # keep every finished round
     res = _rotation_results(store, model, runs, *args, backend)
     return dict(results=res, stopped=why, rounds=k, measure_s=time.perf_counter() - t0)
