@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_graphs.ipynb #7c0d36d7
 from __future__ import annotations
-import dataclasses, json, os, shutil, time, warnings, zlib
+import dataclasses, hashlib, json, os, shutil, tempfile, time, warnings, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -13,8 +13,9 @@ from fastcore.basics import patch
 from .sizes import GraphSizes, gather_ranges
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'complete_edge_index', 'knn_graph', 'radius_graph', 'GraphStore', 'random_split', 'cache_root',
-           'check_writable', 'CacheError', 'save_store', 'load_store', 'cached', 'GraphDataset', 'pyg_sizes']
+__all__ = ['CACHE_FORMAT', 'FULL_HASH_BYTES', 'FINGERPRINT_BLOCK', 'complete_edge_index', 'knn_graph', 'radius_graph',
+           'GraphStore', 'random_split', 'cache_root', 'check_writable', 'CacheError', 'save_store', 'load_store',
+           'cached', 'file_fingerprint', 'write_atomic', 'GraphDataset', 'pyg_sizes']
 
 # %% ../nbs/01_graphs.ipynb #2d392ac6
 def complete_edge_index(n_node, # atoms per graph, `[n_graph]`
@@ -373,6 +374,36 @@ def cached(key:str, # folder name inside the cache root
         return store
     if verbose: print(f"built {key} in {store.info['build_seconds']:.1f} s, cached at {path}")
     return store
+
+# %% ../nbs/01_graphs.ipynb #8a1a6b45
+FULL_HASH_BYTES = 64 << 20    # sources up to this size are hashed whole
+FINGERPRINT_BLOCK = 1 << 20   # larger ones: size, mtime and a hash of the first and last block of this size
+
+def file_fingerprint(path) -> dict:
+    "What a cache built from file `path` is keyed by: size and a BLAKE2b hash of its content (see above)."
+    path = Path(path); st = path.stat(); h = hashlib.blake2b(digest_size=16)
+    with open(path, 'rb') as f:
+        if st.st_size <= FULL_HASH_BYTES:
+            for block in iter(lambda: f.read(FINGERPRINT_BLOCK), b''): h.update(block)
+            return dict(bytes=st.st_size, blake2b=h.hexdigest())
+        h.update(f.read(FINGERPRINT_BLOCK)); f.seek(-FINGERPRINT_BLOCK, os.SEEK_END); h.update(f.read())
+    return dict(bytes=st.st_size, mtime_ns=st.st_mtime_ns, blake2b_ends=h.hexdigest())
+
+def write_atomic(path, # the file to (re)place
+                 data:bytes) -> Path:
+    "Write `data` to `path` whole or not at all: a temporary file in the same folder, flushed, then renamed."
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f: f.write(data); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        raise OSError(e.errno, f"cannot write {path} ({e.strerror or e}): it needs {len(data):,} bytes, "
+                               f"{free:,} are free there; free some space or choose another folder") from None
+    return path
+
 
 # %% ../nbs/01_graphs.ipynb #ff9d8129
 class GraphDataset(torch.utils.data.Dataset):

@@ -8,7 +8,7 @@ import gzip, importlib.util, json, os, re, time, urllib.error, urllib.parse, url
 from pathlib import Path
 import numpy as np
 from ase import Atoms
-from ..graphs import GraphStore, GraphDataset, cached
+from ..graphs import GraphStore, GraphDataset, cached, file_fingerprint
 
 # %% auto #0
 __all__ = ['MP36K_FILE', 'MP36K_TARGETS', 'KNN_VERSION', 'AFLUX_SERVER', 'AFLOW_FIELDS', 'AFLOW_TARGETS', 'periodic_knn',
@@ -135,7 +135,7 @@ def read_mp36k(path=None) -> list:
 def mp36k(path=None, k:int=12, cache_dir=None, rebuild:bool=False, verbose:bool=True) -> GraphStore:
     "MP-36k as periodic kNN graphs, built once (about half a minute) and then loaded from the cache."
     f = find_mp36k(path)
-    fp = dict(source=MP36K_FILE, bytes=f.stat().st_size, k=k, knn_version=KNN_VERSION)
+    fp = dict(source=MP36K_FILE, **file_fingerprint(f), k=k, knn_version=KNN_VERSION)
     return cached(f'mp36k-knn{k}', lambda: _build_mp36k(f, k, verbose), fp, cache_dir, rebuild, verbose)
 
 def _build_mp36k(f, k, verbose):
@@ -228,6 +228,6 @@ def aflow(path='aflow.jsonl', # local AFLUX download (see download_aflow)
             raise FileNotFoundError(f"{path} does not exist: run aflow(download=True) where aflow.org is reachable, "
                                     f"or gnnbatch_nb.data.crystals.download_aflow('{path}')")
         download_aflow(path)
-    fp = dict(source='aflux', bytes=path.stat().st_size, k=k, knn_version=KNN_VERSION)
+    fp = dict(source='aflux', **file_fingerprint(path), k=k, knn_version=KNN_VERSION)
     build = lambda: build_crystals(read_aflow(path), AFLOW_TARGETS, 'aflow', k, verbose)
     return cached(f'aflow-knn{k}', build, fp, cache_dir, rebuild, verbose)
