@@ -182,8 +182,9 @@ def check_same(recorded:dict, now:dict): # what the checkpoint recorded, and wha
     for k in sorted(recorded.keys() | now.keys()):
         a, b = recorded.get(k), now.get(k)
         if a != b:
-            raise CheckpointError(f"--resume: the checkpoint was made with {_flag(k)} {a}, this run has {_flag(k)} {b}; "
-                                  f"give the same {_flag(k)}, or start again with --overwrite")
+            f = _flag(k)
+            raise CheckpointError(f"--resume: the checkpoint was made with {f} {a}, this run has {f} {b}; "
+                                  f"give the same {f}, or start again with --overwrite")
 
 @patch
 def load_state_dict(self:Trainer, sd:dict):
