@@ -255,10 +255,16 @@ def _first_dataset(args) -> str:
     "`bench models` and `bench validate` run on one dataset: the first given, or qm9 by default."
     return args.datasets[0] if args.datasets != _BOTH_DATASETS else 'qm9'
 
+def _check_machine_flags(args):
+    "`--device` and (when something is compiled) `--backend`, checked before any dataset loads."
+    from gnnbatch_nb.training.distributed import check_device, check_backend
+    check_device(args.device)
+    if any(m != 'eager' for m in args.modes) or args.runs: check_backend(args.backend)
+
 def cmd_bench_models(args) -> dict:
     "Run the models benchmark (`08c_bench_models`)."
     from gnnbatch_nb.experiments.bench_models import run_models_benchmark
-    _check_out(args); torch.set_num_threads(args.threads)
+    _check_machine_flags(args); _check_out(args); torch.set_num_threads(args.threads)
     store = load_dataset(_first_dataset(args), cache_dir=args.cache_dir)
     res = run_models_benchmark(store, models=tuple(args.models), batch_size=args.batch_size, steps=args.steps or 10,
                                compiled_steps=args.compiled_steps or 4, modes=tuple(args.modes), out=args.out,
@@ -269,7 +275,7 @@ def cmd_bench_models(args) -> dict:
 def cmd_bench_batch_sizes(args) -> dict:
     "Eager step times against batch size (`08c_bench_models.run_batch_size_grid`)."
     from gnnbatch_nb.experiments.bench_models import run_batch_size_grid
-    _check_out(args); torch.set_num_threads(args.threads)
+    _check_machine_flags(args); _check_out(args); torch.set_num_threads(args.threads)
     stores = {d: load_dataset(d, cache_dir=args.cache_dir) for d in args.datasets}
     models = args.models if args.models != _ALL_MODELS else ['schnet', 'mpeu']
     t = run_batch_size_grid(stores, models=tuple(models), batch_sizes=tuple(args.batch_sizes), steps=args.steps or 10,
@@ -295,7 +301,7 @@ def parse_runs(texts) -> tuple:
 def cmd_bench_validate(args) -> dict:
     "Validate the cost model against fresh-process training runs (`08c_bench_models.run_validation`)."
     from gnnbatch_nb.experiments.bench_models import run_validation, VALIDATION_RUNS
-    _check_out(args); torch.set_num_threads(args.threads)
+    _check_machine_flags(args); _check_out(args); torch.set_num_threads(args.threads)
     runs = parse_runs(args.runs) if args.runs else VALIDATION_RUNS
     dataset = _first_dataset(args)
     if args.cache_dir: os.environ['GNNBATCH_CACHE'] = str(Path(args.cache_dir).absolute())   # fresh processes read it
@@ -374,6 +380,7 @@ def _run_bench(args) -> dict: return _BENCH_COMMANDS[args.what][0](args)
 def _format_bench(r:dict) -> str: return _BENCH_COMMANDS[r['what']][1](r)
 
 def _add_bench(sub):
+    from gnnbatch_nb.training.timers import COMPILE_MODES
     bp = sub.add_parser('bench', help='benchmarks (batching, models)',
                         description='Run a shipped benchmark and write its results.')
     a = bp.add_argument
@@ -385,7 +392,8 @@ def _add_bench(sub):
     a('--quick', action='store_true', help='batching: a small slice (seconds), for tests')
     a('--cache-dir', default=None, help='cache root')
     a('--models', nargs='+', default=_ALL_MODELS, help='models: which models')
-    a('--modes', nargs='+', default=['eager', 'compiled', 'compiled-dynamic'], help='models: compile modes')
+    a('--modes', nargs='+', choices=COMPILE_MODES, default=['eager', 'compiled', 'compiled-dynamic'],
+      help='models: compile modes')
     a('--batch-size', type=int_at_least(1), default=32, help='models: batch size (default 32)')
     a('--steps', type=int_at_least(2), default=None,
       help='models, batch-sizes, validate: eager steps per algorithm (default 10; validate: as compare)')
@@ -453,8 +461,18 @@ def cmd_train(args) -> dict:
     from gnnbatch_nb.training.distributed import train, train_run_from_args, RankFailed
     try: r = train(train_run_from_args(args))
     except RankFailed as e: raise ValueError(str(e)) from None   # main prints `gnnbatch train: error: rank 1 ...`
-    if r['rank'] != 0: raise SystemExit(0)                       # under torchrun only rank 0 prints the summary
-    return r
+    except KeyboardInterrupt:                                    # before training began: nothing to keep
+        print("gnnbatch train: interrupted before the first step; nothing was written", file=sys.stderr)
+        raise SystemExit(130) from None
+    if r.get('interrupted') and r['rank'] == 0: _say_interrupted(r)
+    if r['rank'] != 0 or r.get('interrupted'): raise SystemExit(130 if r.get('interrupted') else 0)
+    return r                                                     # under torchrun only rank 0 prints the summary
+
+def _say_interrupted(r:dict):
+    "One line on stderr: where an interrupted run's work is kept."
+    kept = (f"the checkpoint {r['checkpoint']} holds step {r['step']}; continue with --resume" if r['checkpoint'] else
+            "nothing was saved (give --out to keep checkpoints)")
+    print(f"gnnbatch train: interrupted ({r['interrupted']}) after step {r['step']}; {kept}", file=sys.stderr)
 
 def _add_train(sub):
     tp = sub.add_parser('train', help='train a model, on one process or several (--nproc N, or torchrun)',
