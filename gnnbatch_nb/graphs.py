@@ -400,8 +400,9 @@ def write_atomic(path, # the file to (re)place
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         free = shutil.disk_usage(path.parent).free
-        raise OSError(e.errno, f"cannot write {path} ({e.strerror or e}): it needs {len(data):,} bytes, "
-                               f"{free:,} are free there; free some space or choose another folder") from None
+        err = OSError(f"cannot write {path} ({e.strerror or e}): it needs {len(data):,} bytes, {free:,} are free "
+                      "there; free some space or choose another folder")
+        err.errno = e.errno; raise err from None
     return path
 
 

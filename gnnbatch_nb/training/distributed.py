@@ -492,8 +492,9 @@ def run_rank(run:TrainRun, rank:int=0, world_size:int=1, # this process and the 
         with process_group(rank, world_size, device, init_method, run.timeout_s), stop_on_signals():
             res = _train_loop(run, _open_trainer(run, device, rank, world_size))
     except Exception as e:
-        print(f"gnnbatch train: rank {rank} of {world_size} failed: {type(e).__name__}: {e}", file=sys.stderr,
-              flush=True)
+        if world_size > 1:                                 # one process: the caller says it
+            print(f"gnnbatch train: rank {rank} of {world_size} failed: {type(e).__name__}: {e}", file=sys.stderr,
+                  flush=True)
         raise
     if run.out and rank == 0 and 'steps' in res:
         write_atomic(Path(run.out)/'summary.json', json.dumps(res, indent=1, default=float).encode())

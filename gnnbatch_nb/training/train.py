@@ -21,7 +21,7 @@ from ..models.registry import masked_mse, dataset_species, make_model
 
 # %% auto #0
 __all__ = ['staircase', 'target_stats', 'data_digest', 'TrainConfig', 'Trainer', 'CheckpointError', 'check_same',
-           'previous_checkpoint', 'save_checkpoint', 'load_checkpoint', 'resume']
+           'check_same_data', 'previous_checkpoint', 'save_checkpoint', 'load_checkpoint', 'resume']
 
 # %% ../../nbs/06b_train.ipynb #357722ee
 def staircase(step:int, # optimiser steps taken so far
@@ -186,11 +186,18 @@ def check_same(recorded:dict, now:dict): # what the checkpoint recorded, and wha
             raise CheckpointError(f"--resume: the checkpoint was made with {f} {a}, this run has {f} {b}; "
                                   f"give the same {f}, or start again with --overwrite")
 
+def check_same_data(recorded:dict, now:dict): # `data_digest` of the checkpoint's data and of this run's
+    "A one-line `CheckpointError` when the checkpoint was made on other data than this run's."
+    if recorded == now: return
+    d = lambda x: f"{x['dataset']}, {x['n_graph']} graphs, content {x['content']}"
+    raise CheckpointError(f"--resume: the checkpoint was made on other data ({d(recorded)}) than this run's "
+                          f"({d(now)}): the source changed since; give the same data, or start again with --overwrite")
+
 @patch
 def load_state_dict(self:Trainer, sd:dict):
     "Continue from `state_dict()` output; the configuration and the data must match."
     check_same(sd['config'], asdict(self.cfg))
-    if 'data' in sd: check_same(sd['data'], self.data)
+    if 'data' in sd: check_same_data(sd['data'], self.data)
     self.model.load_state_dict(sd['model']); self.opt.load_state_dict(sd['opt'])
     self.sched.load_state_dict(sd['sched'])
     self.step, self.epoch, self.pos, self.losses = sd['step'], sd['epoch'], sd['pos'], list(sd['losses'])
