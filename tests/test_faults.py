@@ -235,7 +235,7 @@ def test_a_split_without_spread_is_refused_not_trained_to_nan(tiny, tmp_path):
 
 def test_a_nan_target_names_its_graph(tmp_path):
     bad = pyg_file(tmp_path/'bad.pt', nan_at=3)
-    one_line_error(*in_process('train', '--data', bad, '--steps', 2, '--no-progress'), 'graph 3', 'is nan')
+    one_line_error(*in_process('train', '--data', bad, '--steps', 2, '--no-progress'), 'graph 3', 'is NaN or infinite')
 
 
 def test_train_json_keeps_stdout_pure_json(tiny, tmp_path):

@@ -37,8 +37,8 @@ def target_stats(store:GraphStore, target:str, # the data and the target trained
     bad = np.flatnonzero(~np.isfinite(y))
     if len(bad):
         g = int(idx[bad[0]]); gid = f"graph {g}" + (f" (id {store.ids[g]})" if store.ids is not None else '')
-        raise ValueError(f"target {target!r} of {gid} is {y[bad[0]]} ({len(bad)} such graphs in the training split); "
-                         "drop those graphs first")
+        raise ValueError(f"target {target!r} of {gid} is NaN or infinite ({y[bad[0]]}; {len(bad)} such graph(s) in "
+                         "the training split); drop those graphs first")
     if len(y) < 2 or not y.std() > 0:
         raise ValueError(f"the training split has {len(y)} graph(s) whose target {target!r} has no spread (std 0): "
                          "the standardised loss would be NaN; train on more graphs (a larger --limit)")
