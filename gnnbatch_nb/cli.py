@@ -23,7 +23,7 @@ __all__ = ['UsageError', 'int_at_least', 'positive_float', 'in_flags', 'check_pl
            'cmd_sizes', 'format_sizes', 'cmd_plan', 'format_plan', 'cmd_bench', 'format_bench', 'cmd_compare',
            'format_compare', 'cmd_recommend', 'format_recommend', 'cmd_bench_models', 'cmd_bench_batch_sizes',
            'format_bench_batch_sizes', 'parse_runs', 'cmd_bench_validate', 'format_bench_validate',
-           'format_bench_models', 'cmd_train', 'OneLineParser', 'build_parser', 'main']
+           'format_bench_models', 'check_compare_json', 'cmd_train', 'OneLineParser', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #fe3c2df0
 class UsageError(ValueError):
@@ -333,6 +333,49 @@ def format_bench_models(r:dict) -> str:
         ms = p.set_index(['model', 'runner'])[['steady_median', 'steady_mean', 'batching_median']] * 1e3
         parts.append("PyG DataLoader baselines (eager, ms):\n" + ms.round(1).to_string())
     return '\n\n'.join(parts + _written(r['out']))
+
+# %% ../nbs/10_cli.ipynb #fe8bb07f
+_COMPARE_KEYS = dict(settings=dict, machine=dict, cost_model=dict)
+_SETTINGS_TYPES = dict(dataset=str, model=str, batch_size=int)
+
+def _read_json(p:Path):
+    "The JSON in `p`; a `ValueError` naming `p` when it is empty or not JSON."
+    text = p.read_text()
+    if not text.strip(): raise ValueError(f"{p} is empty (an interrupted write?); run gnnbatch compare again")
+    try: return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p} is not valid JSON (truncated? {e.msg} at line {e.lineno} column {e.colno}); "
+                         "run gnnbatch compare again") from None
+
+def _check_fit(p:Path, mode:str, fit) -> None:
+    "A `ValueError` naming the coefficient or field of `mode`'s fit that is missing or not a finite number."
+    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    where = f"{p}: cost_model[{mode!r}]"
+    if not isinstance(fit, dict) or not isinstance(fit.get('coef'), list) or not fit['coef']:
+        raise ValueError(f"{where} has no list of coefficients 'coef'; run gnnbatch compare again")
+    for i, c in enumerate(fit['coef']):
+        if not num(c): raise ValueError(f"{where}.coef[{i}] is {c!r}, not a finite number; run gnnbatch compare again")
+    for k in ('compile_s', 'rel_err'):
+        if k not in fit or not (num(fit[k]) or fit[k] is None and k == 'rel_err'):
+            raise ValueError(f"{where}.{k} is {fit.get(k, 'missing')!r}, not a finite number")
+
+def check_compare_json(source) -> dict: # a folder written by `gnnbatch compare`, or its compare.json
+    "The contents of a saved comparison; a one-line `ValueError` saying what is wrong with which file."
+    p = Path(source); p = p/'compare.json' if p.is_dir() or p.suffix != '.json' else p
+    if not p.exists(): raise FileNotFoundError(f"{p} not found; run `gnnbatch compare --out {p.parent}` first")
+    info = _read_json(p)
+    if not isinstance(info, dict):
+        raise ValueError(f"{p} holds a {type(info).__name__}, not the object gnnbatch compare writes")
+    for k, t in _COMPARE_KEYS.items():
+        if not isinstance(info.get(k), t): raise ValueError(f"{p} has no {k!r} object; run gnnbatch compare again")
+    for k, t in _SETTINGS_TYPES.items():
+        v = info['settings'].get(k)
+        if not isinstance(v, t) or isinstance(v, bool):
+            raise ValueError(f"{p}: settings.{k} is {v!r}, expected {'an integer' if t is int else 'text'}")
+    if not info['cost_model']: raise ValueError(f"{p}: cost_model holds no fit; run gnnbatch compare again")
+    for mode, fit in info['cost_model'].items(): _check_fit(p, mode, fit)
+    return info
+
 
 # %% ../nbs/10_cli.ipynb #6bd78438
 def _add_data_args(p):

@@ -242,3 +242,21 @@ def test_train_json_keeps_stdout_pure_json(tiny, tmp_path):
     rc, out, err = in_process('train', '--data', tiny, '--steps', 2, '--batch-size', 4, '--no-progress', '--json',
                               '--out', tmp_path/'R')
     assert rc == 0 and json.loads(out)['steps'] == 2
+
+# ---------------------------------------------------------------- recommend's input (check_compare_json)
+
+@pytest.mark.parametrize('damage, says', [
+    (lambda t, d: '', 'is empty'), (lambda t, d: t[:len(t) // 2], 'is not valid JSON (truncated?'),
+    (lambda t, d: '[]', 'holds a list'),
+    (lambda t, d: json.dumps({k: v for k, v in d.items() if k != 'cost_model'}), "has no 'cost_model' object"),
+    (lambda t, d: t.replace('"batch_size": 32', '"batch_size": "32"'), "settings.batch_size is '32', expected an"),
+    (lambda t, d: json.dumps({**d, 'cost_model': {m: {**f, 'coef': [float('nan')] * len(f['coef'])}
+                                                  for m, f in d['cost_model'].items()}}), '.coef[0] is nan'),
+])
+def test_a_broken_compare_json_is_one_line_naming_the_file(tmp_path, damage, says):
+    from gnnbatch_nb.cli import check_compare_json
+    src = Path(__file__).parents[1]/'results'/'models'/'painn'/'compare.json'
+    text = src.read_text(); f = tmp_path/'compare.json'
+    f.write_text(damage(text, json.loads(text)))
+    with pytest.raises(ValueError) as e: check_compare_json(tmp_path)
+    assert str(f) in str(e.value) and says in str(e.value) and '\n' not in str(e.value), e.value
