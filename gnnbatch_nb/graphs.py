@@ -436,6 +436,11 @@ def _pyg_list(data) -> list:
             raise ValueError(f"from_pyg: item {i} is a {type(d).__name__}, not a PyG Data")
     return graphs
 
+def _n_nodes(d) -> int:
+    "Atoms of graph `d`: PyG's `num_nodes`, else the length of its `z` (PyG does not count `z`), else 0."
+    if 'num_nodes' in d or any(k in d for k in ('x', 'pos')): return d.num_nodes or 0
+    return len(d['z']) if 'z' in d else 0
+
 def _np(v) -> np.ndarray: return v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v)
 
 def _node_or_edge_field(graphs:list, key:str, counts:np.ndarray, per:str):
@@ -449,7 +454,18 @@ def _node_or_edge_field(graphs:list, key:str, counts:np.ndarray, per:str):
     for g, (a, c) in enumerate(zip(parts, counts)):
         if a.ndim == 0 or len(a) != c:
             raise ValueError(f"from_pyg: graph {g} has {key} of shape {a.shape} for its {c} {per}")
+        if a.shape[1:] != parts[0].shape[1:]:
+            raise ValueError(f"from_pyg: graph {g} has {key} of {a.shape[1:]} values per {per[:-1]}, graph 0 has "
+                             f"{parts[0].shape[1:]}; give every graph's {key} the same width")
     return np.concatenate(parts)
+
+def _checked_z(z:np.ndarray, n:np.ndarray) -> np.ndarray:
+    "Atomic numbers as integers; `ValueError` naming the graph and atom of a value that is not a whole number."
+    bad = np.flatnonzero(~np.isfinite(z) | (z != np.round(z))) if z.dtype.kind == 'f' else []
+    if len(bad):
+        g = int(np.searchsorted(np.cumsum(n), bad[0], 'right')); a = int(bad[0] - np.r_[0, np.cumsum(n)][g])
+        raise ValueError(f"from_pyg: graph {g} has z = {z[bad[0]]} at its atom {a}: atomic numbers are whole numbers")
+    return z.astype(np.int64)
 
 # %% ../nbs/01_graphs.ipynb #a88e024f
 def _graph_values(graphs:list, key:str) -> np.ndarray:
@@ -495,13 +511,13 @@ def from_pyg(cls:GraphStore, data, # a list of PyG `Data`, a PyG dataset (e.g. a
             ) -> GraphStore:
     "A store of the graphs of `data`: `z`, `pos`, `x`, `edge_index`, `edge_attr`, `y` of any shape, per-graph fields."
     graphs = _pyg_list(data)
-    n = np.array([d.num_nodes or 0 for d in graphs], np.int64)
+    n = np.array([_n_nodes(d) for d in graphs], np.int64)
     t = _pyg_targets(graphs, target_names, target_units)
     z, pos = (_node_or_edge_field(graphs, k, n, 'nodes') for k in ('z', 'pos'))
     extra = sorted({k for d in graphs for k in d.keys()} - set(_PYG_HANDLED))
     info = dict(source='PyG Data', y_shape=t.pop('y_shape'), graph='stored edges' if 'edge_index' in graphs[0]
                 else 'fully connected', zeros_for=[k for k, v in (('z', z), ('pos', pos)) if v is None])
-    return cls(name, z=np.zeros(n.sum(), np.int64) if z is None else z.astype(np.int64),
+    return cls(name, z=np.zeros(n.sum(), np.int64) if z is None else _checked_z(z, n),
                pos=np.zeros((n.sum(), 3), np.float32) if pos is None else pos.astype(np.float32),
                node_ptr=np.r_[0, np.cumsum(n)], x=_node_or_edge_field(graphs, 'x', n, 'nodes'),
                graph_attr={k: _graph_values(graphs, k) for k in extra}, info=info, **t, **_pyg_edges(graphs))

@@ -260,3 +260,37 @@ def test_a_broken_compare_json_is_one_line_naming_the_file(tmp_path, damage, say
     f.write_text(damage(text, json.loads(text)))
     with pytest.raises(ValueError) as e: check_compare_json(tmp_path)
     assert str(f) in str(e.value) and says in str(e.value) and '\n' not in str(e.value), e.value
+
+# ---------------------------------------------------------------- data errors name the record and the field
+
+def test_graphs_without_pos_are_refused_for_training(tmp_path):
+    torch.save([Data(z=torch.ones(k, dtype=torch.long), y=torch.randn(1)) for k in (3, 4, 5, 6)], tmp_path/'nopos.pt')
+    one_line_error(*in_process('train', '--data', tmp_path/'nopos.pt', '--steps', 2, '--no-progress'),
+                   'nopos: the graphs have no pos')
+
+
+@pytest.mark.parametrize('bad, says', [
+    (Data(z=torch.tensor([1.5, 6.0]), pos=torch.zeros(2, 3), y=torch.ones(1)), 'graph 1 has z = 1.5 at its atom 0'),
+    (Data(z=torch.ones(2, dtype=torch.long), pos=torch.zeros(2, 3), x=torch.ones(2, 3), y=torch.ones(1)),
+     'graph 1 has x of (3,) values per node, graph 0 has (2,)'),
+])
+def test_from_pyg_names_the_graph_and_field(tmp_path, bad, says):
+    good = Data(z=torch.ones(3, dtype=torch.long), pos=torch.zeros(3, 3), y=torch.ones(1))
+    if 'x' in bad: good.x = torch.ones(3, 2)
+    torch.save([good, bad], tmp_path/'mine.pt')
+    one_line_error(*in_process('sizes', '--data', tmp_path/'mine.pt'), says)
+
+
+@pytest.mark.parametrize('line, says', [
+    ('[1, 2, 3]', 'line 2: not an MP-36k record'), ('{"idx": 9}', 'line 2: not an MP-36k record'),
+    ('{"mp_id": "mp-x", "abc": "abc", "angles": [90, 90, 90], "species": ["Cs"], "frac_coords": [[0, 0, 0]]}',
+     'crystal mp-x (record 1) has a field of the wrong kind'),
+    ('{"mp_id": "mp-y", "abc": [3, 3, 3], "angles": [90, 90, 90], "species": ["Cs"], "frac_coords": [[0, 0, 0]], '
+     '"band_gap": "abc"}', 'crystal mp-y (record 1) has a target that is not a number'),
+])
+def test_mp36k_lines_of_the_wrong_shape_are_named(tmp_path, line, says):
+    from gnnbatch_nb.data.crystals import packaged_mp36k
+    with gzip.open(packaged_mp36k(), 'rt') as f: first = next(f)
+    with gzip.open(tmp_path/'mp.jsonl.gz', 'wt') as f: f.write(first + line + '\n')
+    one_line_error(*in_process('sizes', '--dataset', 'mp36k', '--data', tmp_path/'mp.jsonl.gz', '--cache-dir',
+                               tmp_path/'cache'), says)

@@ -20,8 +20,8 @@ from .timers import StepTimer, compile_model, CompileCounter, keep_freed_memory,
 from ..models.registry import masked_mse, dataset_species, make_model
 
 # %% auto #0
-__all__ = ['staircase', 'target_stats', 'data_digest', 'TrainConfig', 'Trainer', 'CheckpointError', 'check_same',
-           'check_same_data', 'previous_checkpoint', 'save_checkpoint', 'load_checkpoint', 'resume']
+__all__ = ['staircase', 'target_stats', 'check_positions', 'data_digest', 'TrainConfig', 'Trainer', 'CheckpointError',
+           'check_same', 'check_same_data', 'previous_checkpoint', 'save_checkpoint', 'load_checkpoint', 'resume']
 
 # %% ../../nbs/06b_train.ipynb #357722ee
 def staircase(step:int, # optimiser steps taken so far
@@ -43,6 +43,12 @@ def target_stats(store:GraphStore, target:str, # the data and the target trained
         raise ValueError(f"the training split has {len(y)} graph(s) whose target {target!r} has no spread (std 0): "
                          "the standardised loss would be NaN; train on more graphs (a larger --limit)")
     return float(y.mean()), float(y.std())
+
+def check_positions(store:GraphStore):
+    "`ValueError` when the store's graphs came without `pos` (`from_pyg` filled zeros): the models need distances."
+    if 'pos' in store.info.get('zeros_for', []):
+        raise ValueError(f"{store.name}: the graphs have no pos (atom positions); the models compute distances from "
+                         "them: add pos [n_atoms, 3] to every Data")
 
 def data_digest(store:GraphStore, target:str) -> dict:
     "What a checkpoint records of the data: name, number of graphs, and a hash of atoms, positions and `target`."
@@ -80,6 +86,7 @@ class Trainer:
         self.target = c.target or store.target_names[-1]
         self.unit = store.target_units[store.target_names.index(self.target)]
         self.splits = random_split(store.n_graph, seed=c.split_seed)
+        check_positions(store)
         self.mean, self.std = target_stats(store, self.target, self.splits['train'])
         self.data = data_digest(store, self.target)   # what the checkpoint records of the data
         torch.manual_seed(c.seed)
