@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_graphs.ipynb #7c0d36d7
 from __future__ import annotations
-import dataclasses, hashlib, json, os, shutil, tempfile, time, warnings, zlib
+import dataclasses, hashlib, json, os, shutil, sys, tempfile, time, warnings, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -372,7 +372,8 @@ def cached(key:str, # folder name inside the cache root
                       "using it from memory. Pass cache_dir= or set GNNBATCH_CACHE to a writable folder "
                       "to keep it for next time", stacklevel=2)
         return store
-    if verbose: print(f"built {key} in {store.info['build_seconds']:.1f} s, cached at {path}")
+    if verbose:                                       # on stderr: stdout may be a pipe that expects JSON
+        print(f"built {key} in {store.info['build_seconds']:.1f} s, cached at {path}", file=sys.stderr)
     return store
 
 # %% ../nbs/01_graphs.ipynb #8a1a6b45
