@@ -419,7 +419,14 @@ _BENCH_COMMANDS = {'batching': (cmd_bench, format_bench), 'models': (cmd_bench_m
                    'batch-sizes': (cmd_bench_batch_sizes, format_bench_batch_sizes),
                    'validate': (cmd_bench_validate, format_bench_validate)}
 
-def _run_bench(args) -> dict: return _BENCH_COMMANDS[args.what][0](args)
+def _run_bench(args) -> dict:
+    "Run the benchmark `args.what`; Ctrl-C ends it with one line saying what was written, exit status 130."
+    try: return _BENCH_COMMANDS[args.what][0](args)
+    except KeyboardInterrupt:
+        kept = sorted(p.name for p in Path(args.out).iterdir()) if args.out and Path(args.out).is_dir() else []
+        where = f"{args.out} holds {', '.join(kept)}" if kept else "nothing was written"
+        print(f"gnnbatch bench {args.what}: interrupted; {where}", file=sys.stderr)
+        raise SystemExit(130) from None
 def _format_bench(r:dict) -> str: return _BENCH_COMMANDS[r['what']][1](r)
 
 def _add_bench(sub):

@@ -294,3 +294,12 @@ def test_mp36k_lines_of_the_wrong_shape_are_named(tmp_path, line, says):
     with gzip.open(tmp_path/'mp.jsonl.gz', 'wt') as f: f.write(first + line + '\n')
     one_line_error(*in_process('sizes', '--dataset', 'mp36k', '--data', tmp_path/'mp.jsonl.gz', '--cache-dir',
                                tmp_path/'cache'), says)
+
+
+def test_ctrl_c_in_a_benchmark_is_one_line_naming_what_was_written(tmp_path, monkeypatch):
+    import gnnbatch_nb.experiments.bench_batching as bb
+    def interrupted(out=None, **kw):
+        (Path(out)/'efficiency.csv').write_text('done\n'); raise KeyboardInterrupt
+    monkeypatch.setattr(bb, 'run_batching_benchmark', interrupted)
+    one_line_error(*in_process('bench', 'batching', '--quick', '--out', tmp_path), 'gnnbatch bench batching: interrupted',
+                   f'{tmp_path} holds efficiency.csv', code=130)
