@@ -511,8 +511,9 @@ def cmd_train(args) -> dict:
     from gnnbatch_nb.training.distributed import train, train_run_from_args, RankFailed
     try: r = train(train_run_from_args(args))
     except RankFailed as e: raise ValueError(str(e)) from None   # main prints `gnnbatch train: error: rank 1 ...`
-    except KeyboardInterrupt:                                    # before training began: nothing to keep
-        print("gnnbatch train: interrupted before the first step; nothing was written", file=sys.stderr)
+    except KeyboardInterrupt:                                    # outside the steps (loading, spawning, saving)
+        print("gnnbatch train: interrupted outside the training steps; every file in --out is whole (written "
+              "atomically): continue with --resume where it holds a checkpoint", file=sys.stderr)
         raise SystemExit(130) from None
     if r.get('interrupted') and r['rank'] == 0: _say_interrupted(r)
     if r['rank'] != 0 or r.get('interrupted'): raise SystemExit(130 if r.get('interrupted') else 0)
