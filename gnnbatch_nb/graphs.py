@@ -13,9 +13,9 @@ from fastcore.basics import patch
 from .sizes import GraphSizes, gather_ranges
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'FULL_HASH_BYTES', 'FINGERPRINT_BLOCK', 'complete_edge_index', 'knn_graph', 'radius_graph',
-           'GraphStore', 'random_split', 'cache_root', 'check_writable', 'CacheError', 'save_store', 'load_store',
-           'cached', 'file_fingerprint', 'write_atomic', 'GraphDataset', 'pyg_sizes']
+__all__ = ['CACHE_FORMAT', 'FULL_HASH_BYTES', 'FINGERPRINT_BLOCK', 'FINGERPRINT_SAMPLES', 'complete_edge_index', 'knn_graph',
+           'radius_graph', 'GraphStore', 'random_split', 'cache_root', 'check_writable', 'CacheError', 'save_store',
+           'load_store', 'cached', 'file_fingerprint', 'write_atomic', 'GraphDataset', 'pyg_sizes']
 
 # %% ../nbs/01_graphs.ipynb #2d392ac6
 def complete_edge_index(n_node, # atoms per graph, `[n_graph]`
@@ -378,17 +378,19 @@ def cached(key:str, # folder name inside the cache root
 
 # %% ../nbs/01_graphs.ipynb #8a1a6b45
 FULL_HASH_BYTES = 64 << 20    # sources up to this size are hashed whole
-FINGERPRINT_BLOCK = 1 << 20   # larger ones: size, mtime and a hash of the first and last block of this size
+FINGERPRINT_BLOCK = 1 << 20   # larger ones: the first and last block of this size ...
+FINGERPRINT_SAMPLES = 64      # ... and this many blocks of 64 KiB spread evenly between them
 
 def file_fingerprint(path) -> dict:
-    "What a cache built from file `path` is keyed by: size and a BLAKE2b hash of its content (see above)."
-    path = Path(path); st = path.stat(); h = hashlib.blake2b(digest_size=16)
+    "What a cache built from file `path` is keyed by: its size and a BLAKE2b hash of its content (see above)."
+    path = Path(path); size = path.stat().st_size; h = hashlib.blake2b(digest_size=16)
     with open(path, 'rb') as f:
-        if st.st_size <= FULL_HASH_BYTES:
+        if size <= FULL_HASH_BYTES:
             for block in iter(lambda: f.read(FINGERPRINT_BLOCK), b''): h.update(block)
-            return dict(bytes=st.st_size, blake2b=h.hexdigest())
-        h.update(f.read(FINGERPRINT_BLOCK)); f.seek(-FINGERPRINT_BLOCK, os.SEEK_END); h.update(f.read())
-    return dict(bytes=st.st_size, mtime_ns=st.st_mtime_ns, blake2b_ends=h.hexdigest())
+            return dict(bytes=size, blake2b=h.hexdigest())
+        B, mid = FINGERPRINT_BLOCK, np.linspace(0, size - (64 << 10), FINGERPRINT_SAMPLES).astype(int)
+        for start, k in [(0, B), (size - B, B)] + [(int(m), 64 << 10) for m in mid]: f.seek(start); h.update(f.read(k))
+    return dict(bytes=size, blake2b_sampled=h.hexdigest())
 
 def write_atomic(path, # the file to (re)place
                  data:bytes) -> Path:
