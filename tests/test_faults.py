@@ -122,6 +122,12 @@ def test_resume_with_another_option_names_it_and_both_values(tiny, tmp_path, fla
                    f'made with {flag} {first}, this run has {flag} {then}')
 
 
+def test_resume_names_an_option_given_on_one_side_only():
+    from gnnbatch_nb.training.train import check_same
+    with pytest.raises(ValueError, match='made with no --limit, this run has --limit 20; give the same --limit'):
+        check_same(dict(limit=None), dict(limit=20))
+
+
 def test_resume_on_edited_data_is_refused(tmp_path):
     data = pyg_file(tmp_path/'mine.pt')
     assert train(data, tmp_path/'R', '--steps', 2)[0] == 0

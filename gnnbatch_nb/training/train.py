@@ -189,8 +189,8 @@ def check_same(recorded:dict, now:dict): # what the checkpoint recorded, and wha
     for k in sorted(recorded.keys() | now.keys()):
         a, b = recorded.get(k), now.get(k)
         if a != b:
-            f = _flag(k)
-            raise CheckpointError(f"--resume: the checkpoint was made with {f} {a}, this run has {f} {b}; "
+            f = _flag(k); say = lambda v: f"no {f}" if v is None else f"{f} {v}"
+            raise CheckpointError(f"--resume: the checkpoint was made with {say(a)}, this run has {say(b)}; "
                                   f"give the same {f}, or start again with --overwrite")
 
 def check_same_data(recorded:dict, now:dict): # `data_digest` of the checkpoint's data and of this run's
@@ -238,7 +238,7 @@ def load_checkpoint(path) -> dict:
     prev = previous_checkpoint(path)
     keep = (f"the previous checkpoint is {prev}: copy it to {path} to resume from it" if prev.exists() else
             "no previous checkpoint is kept; start again with --overwrite")
-    why = f"{type(sd).__name__}: {' '.join(str(sd).split())[:60]}" if isinstance(sd, Exception) else 'not a checkpoint'
+    why = f"{type(sd).__name__}: {' '.join(str(sd).split())[:90]}" if isinstance(sd, Exception) else 'not a checkpoint'
     raise CheckpointError(f"{path} is damaged (truncated?) ({why}); {keep}")
 
 @patch
