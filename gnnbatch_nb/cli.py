@@ -23,7 +23,8 @@ __all__ = ['UsageError', 'int_at_least', 'positive_float', 'nonnegative_float', 
            'dataset_name', 'load_args_dataset', 'cmd_sizes', 'format_sizes', 'cmd_plan', 'format_plan', 'cmd_bench',
            'format_bench', 'cmd_compare', 'format_compare', 'cmd_recommend', 'format_recommend', 'cmd_bench_models',
            'cmd_bench_batch_sizes', 'format_bench_batch_sizes', 'parse_runs', 'cmd_bench_validate',
-           'format_bench_validate', 'format_bench_models', 'cmd_train', 'OneLineParser', 'build_parser', 'main']
+           'format_bench_validate', 'format_bench_models', 'check_compare_json', 'cmd_train', 'OneLineParser',
+           'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #fe3c2df0
 class UsageError(ValueError):
@@ -272,10 +273,16 @@ def _first_dataset(args) -> str:
     "`bench models` and `bench validate` run on one dataset: the first given, or qm9 by default."
     return args.datasets[0] if args.datasets != _BOTH_DATASETS else 'qm9'
 
+def _check_machine_flags(args):
+    "`--device` and (when something is compiled) `--backend`, checked before any dataset loads."
+    from gnnbatch_nb.training.distributed import check_device, check_backend
+    check_device(args.device)
+    if any(m != 'eager' for m in args.modes) or args.runs: check_backend(args.backend)
+
 def cmd_bench_models(args) -> dict:
     "Run the models benchmark (`08c_bench_models`)."
     from gnnbatch_nb.experiments.bench_models import run_models_benchmark
-    _check_out(args); torch.set_num_threads(args.threads)
+    _check_machine_flags(args); _check_out(args); torch.set_num_threads(args.threads)
     store = load_dataset(_first_dataset(args), cache_dir=args.cache_dir)
     res = run_models_benchmark(store, models=tuple(args.models), batch_size=args.batch_size, steps=args.steps or 10,
                                modes=tuple(args.modes), out=args.out,
@@ -286,7 +293,7 @@ def cmd_bench_models(args) -> dict:
 def cmd_bench_batch_sizes(args) -> dict:
     "Eager step times against batch size (`08c_bench_models.run_batch_size_grid`)."
     from gnnbatch_nb.experiments.bench_models import run_batch_size_grid
-    _check_out(args); torch.set_num_threads(args.threads)
+    _check_machine_flags(args); _check_out(args); torch.set_num_threads(args.threads)
     stores = {d: load_dataset(d, cache_dir=args.cache_dir) for d in args.datasets}
     models = args.models if args.models != _ALL_MODELS else ['schnet', 'mpeu']
     t = run_batch_size_grid(stores, models=tuple(models), batch_sizes=tuple(args.batch_sizes), steps=args.steps or 10,
@@ -312,7 +319,7 @@ def parse_runs(texts) -> tuple:
 def cmd_bench_validate(args) -> dict:
     "Validate the cost model against fresh-process training runs (`08c_bench_models.run_validation`)."
     from gnnbatch_nb.experiments.bench_models import run_validation, VALIDATION_RUNS
-    _check_out(args); torch.set_num_threads(args.threads)
+    _check_machine_flags(args); _check_out(args); torch.set_num_threads(args.threads)
     runs = parse_runs(args.runs) if args.runs else VALIDATION_RUNS
     dataset = _first_dataset(args)
     if args.cache_dir: os.environ['GNNBATCH_CACHE'] = str(Path(args.cache_dir).absolute())   # fresh processes read it
@@ -344,6 +351,49 @@ def format_bench_models(r:dict) -> str:
         ms = p.set_index(['model', 'runner'])[['steady_median', 'steady_mean', 'batching_median']] * 1e3
         parts.append("PyG DataLoader baselines (eager, ms):\n" + ms.round(1).to_string())
     return '\n\n'.join(parts + _written(r['out']))
+
+# %% ../nbs/10_cli.ipynb #fe8bb07f
+_COMPARE_KEYS = dict(settings=dict, machine=dict, cost_model=dict)
+_SETTINGS_TYPES = dict(dataset=str, model=str, batch_size=int)
+
+def _read_json(p:Path):
+    "The JSON in `p`; a `ValueError` naming `p` when it is empty or not JSON."
+    text = p.read_text()
+    if not text.strip(): raise ValueError(f"{p} is empty (an interrupted write?); run gnnbatch compare again")
+    try: return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p} is not valid JSON (truncated? {e.msg} at line {e.lineno} column {e.colno}); "
+                         "run gnnbatch compare again") from None
+
+def _check_fit(p:Path, mode:str, fit) -> None:
+    "A `ValueError` naming the coefficient or field of `mode`'s fit that is missing or not a finite number."
+    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    where = f"{p}: cost_model[{mode!r}]"
+    if not isinstance(fit, dict) or not isinstance(fit.get('coef'), list) or not fit['coef']:
+        raise ValueError(f"{where} has no list of coefficients 'coef'; run gnnbatch compare again")
+    for i, c in enumerate(fit['coef']):
+        if not num(c): raise ValueError(f"{where}.coef[{i}] is {c!r}, not a finite number; run gnnbatch compare again")
+    for k in ('compile_s', 'rel_err'):
+        if k not in fit or not (num(fit[k]) or fit[k] is None and k == 'rel_err'):
+            raise ValueError(f"{where}.{k} is {fit.get(k, 'missing')!r}, not a finite number")
+
+def check_compare_json(source) -> dict: # a folder written by `gnnbatch compare`, or its compare.json
+    "The contents of a saved comparison; a one-line `ValueError` saying what is wrong with which file."
+    p = Path(source); p = p/'compare.json' if p.is_dir() or p.suffix != '.json' else p
+    if not p.exists(): raise FileNotFoundError(f"{p} not found; run `gnnbatch compare --out {p.parent}` first")
+    info = _read_json(p)
+    if not isinstance(info, dict):
+        raise ValueError(f"{p} holds a {type(info).__name__}, not the object gnnbatch compare writes")
+    for k, t in _COMPARE_KEYS.items():
+        if not isinstance(info.get(k), t): raise ValueError(f"{p} has no {k!r} object; run gnnbatch compare again")
+    for k, t in _SETTINGS_TYPES.items():
+        v = info['settings'].get(k)
+        if not isinstance(v, t) or isinstance(v, bool):
+            raise ValueError(f"{p}: settings.{k} is {v!r}, expected {'an integer' if t is int else 'text'}")
+    if not info['cost_model']: raise ValueError(f"{p}: cost_model holds no fit; run gnnbatch compare again")
+    for mode, fit in info['cost_model'].items(): _check_fit(p, mode, fit)
+    return info
+
 
 # %% ../nbs/10_cli.ipynb #6bd78438
 def _add_data_args(p):
@@ -387,10 +437,18 @@ _BENCH_COMMANDS = {'batching': (cmd_bench, format_bench), 'models': (cmd_bench_m
                    'batch-sizes': (cmd_bench_batch_sizes, format_bench_batch_sizes),
                    'validate': (cmd_bench_validate, format_bench_validate)}
 
-def _run_bench(args) -> dict: return _BENCH_COMMANDS[args.what][0](args)
+def _run_bench(args) -> dict:
+    "Run the benchmark `args.what`; Ctrl-C ends it with one line saying what was written, exit status 130."
+    try: return _BENCH_COMMANDS[args.what][0](args)
+    except KeyboardInterrupt:
+        kept = sorted(p.name for p in Path(args.out).iterdir()) if args.out and Path(args.out).is_dir() else []
+        where = f"{args.out} holds {', '.join(kept)}" if kept else "nothing was written"
+        print(f"gnnbatch bench {args.what}: interrupted; {where}", file=sys.stderr)
+        raise SystemExit(130) from None
 def _format_bench(r:dict) -> str: return _BENCH_COMMANDS[r['what']][1](r)
 
 def _add_bench(sub):
+    from gnnbatch_nb.training.timers import COMPILE_MODES
     bp = sub.add_parser('bench', help='benchmarks (batching, models)',
                         description='Run a shipped benchmark and write its results.')
     a = bp.add_argument
@@ -402,7 +460,8 @@ def _add_bench(sub):
     a('--quick', action='store_true', help='batching: a small slice (seconds), for tests')
     a('--cache-dir', default=None, help='cache root')
     a('--models', nargs='+', default=_ALL_MODELS, help='models: which models')
-    a('--modes', nargs='+', default=['eager', 'compiled', 'compiled-dynamic'], help='models: compile modes')
+    a('--modes', nargs='+', choices=COMPILE_MODES, default=['eager', 'compiled', 'compiled-dynamic'],
+      help='models: compile modes')
     a('--batch-size', type=int_at_least(1), default=32, help='models: batch size (default 32)')
     a('--steps', type=int_at_least(2), default=None,
       help='models, batch-sizes, validate: timed rounds of every pair (default 10; validate: as compare)')
@@ -471,8 +530,19 @@ def cmd_train(args) -> dict:
     from gnnbatch_nb.training.distributed import train, train_run_from_args, RankFailed
     try: r = train(train_run_from_args(args))
     except RankFailed as e: raise ValueError(str(e)) from None   # main prints `gnnbatch train: error: rank 1 ...`
-    if r['rank'] != 0: raise SystemExit(0)                       # under torchrun only rank 0 prints the summary
-    return r
+    except KeyboardInterrupt:                                    # outside the steps (loading, spawning, saving)
+        print("gnnbatch train: interrupted outside the training steps; every file in --out is whole (written "
+              "atomically): continue with --resume where it holds a checkpoint", file=sys.stderr)
+        raise SystemExit(130) from None
+    if r.get('interrupted') and r['rank'] == 0: _say_interrupted(r)
+    if r['rank'] != 0 or r.get('interrupted'): raise SystemExit(130 if r.get('interrupted') else 0)
+    return r                                                     # under torchrun only rank 0 prints the summary
+
+def _say_interrupted(r:dict):
+    "One line on stderr: where an interrupted run's work is kept."
+    kept = (f"the checkpoint {r['checkpoint']} holds step {r['step']}; continue with --resume" if r['checkpoint'] else
+            "nothing was saved (give --out to keep checkpoints)")
+    print(f"gnnbatch train: interrupted ({r['interrupted']}) after step {r['step']}; {kept}", file=sys.stderr)
 
 def _add_train(sub):
     tp = sub.add_parser('train', help='train a model, on one process or several (--nproc N, or torchrun)',

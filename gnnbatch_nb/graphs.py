@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_graphs.ipynb #7c0d36d7
 from __future__ import annotations
-import dataclasses, json, os, shutil, time, warnings, zlib
+import dataclasses, hashlib, json, os, shutil, sys, tempfile, time, warnings, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -13,8 +13,9 @@ from fastcore.basics import patch
 from .sizes import GraphSizes, gather_ranges
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'complete_edge_index', 'knn_graph', 'radius_graph', 'GraphStore', 'random_split', 'cache_root',
-           'check_writable', 'CacheError', 'save_store', 'load_store', 'cached', 'GraphDataset', 'pyg_sizes']
+__all__ = ['CACHE_FORMAT', 'FULL_HASH_BYTES', 'FINGERPRINT_BLOCK', 'FINGERPRINT_SAMPLES', 'complete_edge_index', 'knn_graph',
+           'radius_graph', 'GraphStore', 'random_split', 'cache_root', 'check_writable', 'CacheError', 'save_store',
+           'load_store', 'cached', 'file_fingerprint', 'write_atomic', 'GraphDataset', 'pyg_sizes']
 
 # %% ../nbs/01_graphs.ipynb #2d392ac6
 def complete_edge_index(n_node, # atoms per graph, `[n_graph]`
@@ -371,8 +372,42 @@ def cached(key:str, # folder name inside the cache root
                       "using it from memory. Pass cache_dir= or set GNNBATCH_CACHE to a writable folder "
                       "to keep it for next time", stacklevel=2)
         return store
-    if verbose: print(f"built {key} in {store.info['build_seconds']:.1f} s, cached at {path}")
+    if verbose:                                       # on stderr: stdout may be a pipe that expects JSON
+        print(f"built {key} in {store.info['build_seconds']:.1f} s, cached at {path}", file=sys.stderr)
     return store
+
+# %% ../nbs/01_graphs.ipynb #8a1a6b45
+FULL_HASH_BYTES = 64 << 20    # sources up to this size are hashed whole
+FINGERPRINT_BLOCK = 1 << 20   # larger ones: the first and last block of this size ...
+FINGERPRINT_SAMPLES = 64      # ... and this many blocks of 64 KiB spread evenly between them
+
+def file_fingerprint(path) -> dict:
+    "What a cache built from file `path` is keyed by: its size and a BLAKE2b hash of its content (see above)."
+    path = Path(path); size = path.stat().st_size; h = hashlib.blake2b(digest_size=16)
+    with open(path, 'rb') as f:
+        if size <= FULL_HASH_BYTES:
+            for block in iter(lambda: f.read(FINGERPRINT_BLOCK), b''): h.update(block)
+            return dict(bytes=size, blake2b=h.hexdigest())
+        B, mid = FINGERPRINT_BLOCK, np.linspace(0, size - (64 << 10), FINGERPRINT_SAMPLES).astype(int)
+        for start, k in [(0, B), (size - B, B)] + [(int(m), 64 << 10) for m in mid]: f.seek(start); h.update(f.read(k))
+    return dict(bytes=size, blake2b_sampled=h.hexdigest())
+
+def write_atomic(path, # the file to (re)place
+                 data:bytes) -> Path:
+    "Write `data` to `path` whole or not at all: a temporary file in the same folder, flushed, then renamed."
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f: f.write(data); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        err = OSError(f"cannot write {path} ({e.strerror or e}): it needs {len(data):,} bytes, {free:,} are free "
+                      "there; free some space or choose another folder")
+        err.errno = e.errno; raise err from None
+    return path
+
 
 # %% ../nbs/01_graphs.ipynb #ff9d8129
 class GraphDataset(torch.utils.data.Dataset):
@@ -404,6 +439,11 @@ def _pyg_list(data) -> list:
             raise ValueError(f"from_pyg: item {i} is a {type(d).__name__}, not a PyG Data")
     return graphs
 
+def _n_nodes(d) -> int:
+    "Atoms of graph `d`: PyG's `num_nodes`, else the length of its `z` (PyG does not count `z`), else 0."
+    if 'num_nodes' in d or any(k in d for k in ('x', 'pos')): return d.num_nodes or 0
+    return len(d['z']) if 'z' in d else 0
+
 def _np(v) -> np.ndarray: return v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v)
 
 def _node_or_edge_field(graphs:list, key:str, counts:np.ndarray, per:str):
@@ -417,7 +457,18 @@ def _node_or_edge_field(graphs:list, key:str, counts:np.ndarray, per:str):
     for g, (a, c) in enumerate(zip(parts, counts)):
         if a.ndim == 0 or len(a) != c:
             raise ValueError(f"from_pyg: graph {g} has {key} of shape {a.shape} for its {c} {per}")
+        if a.shape[1:] != parts[0].shape[1:]:
+            raise ValueError(f"from_pyg: graph {g} has {key} of {a.shape[1:]} values per {per[:-1]}, graph 0 has "
+                             f"{parts[0].shape[1:]}; give every graph's {key} the same width")
     return np.concatenate(parts)
+
+def _checked_z(z:np.ndarray, n:np.ndarray) -> np.ndarray:
+    "Atomic numbers as integers; `ValueError` naming the graph and atom of a value that is not a whole number."
+    bad = np.flatnonzero(~np.isfinite(z) | (z != np.round(z))) if z.dtype.kind == 'f' else []
+    if len(bad):
+        g = int(np.searchsorted(np.cumsum(n), bad[0], 'right')); a = int(bad[0] - np.r_[0, np.cumsum(n)][g])
+        raise ValueError(f"from_pyg: graph {g} has z = {z[bad[0]]} at its atom {a}: atomic numbers are whole numbers")
+    return z.astype(np.int64)
 
 # %% ../nbs/01_graphs.ipynb #a88e024f
 def _graph_values(graphs:list, key:str) -> np.ndarray:
@@ -463,13 +514,13 @@ def from_pyg(cls:GraphStore, data, # a list of PyG `Data`, a PyG dataset (e.g. a
             ) -> GraphStore:
     "A store of the graphs of `data`: `z`, `pos`, `x`, `edge_index`, `edge_attr`, `y` of any shape, per-graph fields."
     graphs = _pyg_list(data)
-    n = np.array([d.num_nodes or 0 for d in graphs], np.int64)
+    n = np.array([_n_nodes(d) for d in graphs], np.int64)
     t = _pyg_targets(graphs, target_names, target_units)
     z, pos = (_node_or_edge_field(graphs, k, n, 'nodes') for k in ('z', 'pos'))
     extra = sorted({k for d in graphs for k in d.keys()} - set(_PYG_HANDLED))
     info = dict(source='PyG Data', y_shape=t.pop('y_shape'), graph='stored edges' if 'edge_index' in graphs[0]
                 else 'fully connected', zeros_for=[k for k, v in (('z', z), ('pos', pos)) if v is None])
-    return cls(name, z=np.zeros(n.sum(), np.int64) if z is None else z.astype(np.int64),
+    return cls(name, z=np.zeros(n.sum(), np.int64) if z is None else _checked_z(z, n),
                pos=np.zeros((n.sum(), 3), np.float32) if pos is None else pos.astype(np.float32),
                node_ptr=np.r_[0, np.cumsum(n)], x=_node_or_edge_field(graphs, 'x', n, 'nodes'),
                graph_attr={k: _graph_values(graphs, k) for k in extra}, info=info, **t, **_pyg_edges(graphs))

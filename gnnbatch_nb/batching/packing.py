@@ -152,6 +152,9 @@ def plan_dynamic(sizes:GraphSizes,        # the graphs
     N, E, G = checked_budget(budget)
     big = check_too_big(sizes, (N, E, G), on_too_big)
     check_some_fit(sizes, big, (N, E, G), on_too_big)
+    if G != batch_size:
+        raise ValueError(f"the budget {(N, E, G)} has {G} graph slots but batch_size={batch_size}; give "
+                         f"budget=(N, E, {batch_size}) or batch_size={G}")
     stream = epoch_order(len(sizes), seed, epoch, shuffle)
     stream, skipped, solo = _stream_without_big(len(sizes), stream, big, on_too_big)
     ptr = next_fit_ptr(sizes.n_node[stream], sizes.n_edge[stream], N - 1, E, G - 1, solo)

@@ -20,7 +20,7 @@ def chunk_ptr(n:int, k:int) -> np.ndarray:
 
 def check_batch_size(batch_size, minimum:int):
     "Raise `ValueError` unless `batch_size` is an integer of at least `minimum`."
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < minimum:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < minimum:
         why = " (a padded batch of size B holds B-1 real graphs and one padding graph)" if minimum == 2 else ""
         raise ValueError(f"batch_size must be an integer >= {minimum}, got {batch_size!r}{why}")
 

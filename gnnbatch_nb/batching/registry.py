@@ -41,5 +41,8 @@ def make_plan(sizes:GraphSizes, # the graphs
     "Plan the batches of `sizes` with the algorithm called `algorithm`."
     name = _ALIASES.get(algorithm, algorithm)
     if name not in ALGORITHMS: raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {list(ALGORITHMS)}")
+    if not isinstance(sizes, GraphSizes):
+        raise ValueError(f"sizes must be a GraphSizes (e.g. store.sizes, or GraphSizes(n_node, n_edge)), "
+                         f"got {type(sizes).__name__}")
     check_options(name, kwargs)
     return ALGORITHMS[name](sizes, batch_size, **kwargs)

@@ -8,12 +8,12 @@ import gzip, importlib.util, json, os, re, time, urllib.error, urllib.parse, url
 from pathlib import Path
 import numpy as np
 from ase import Atoms
-from ..graphs import GraphStore, GraphDataset, cached
+from ..graphs import GraphStore, GraphDataset, cached, file_fingerprint
 
 # %% auto #0
 __all__ = ['MP36K_FILE', 'MP36K_TARGETS', 'KNN_VERSION', 'AFLUX_SERVER', 'AFLOW_FIELDS', 'AFLOW_TARGETS', 'periodic_knn',
-           'record_atoms', 'check_records', 'build_crystals', 'packaged_mp36k', 'find_mp36k', 'read_mp36k', 'mp36k',
-           'aflux_url', 'download_aflow', 'read_aflow', 'aflow']
+           'record_atoms', 'check_records', 'record_targets', 'build_crystals', 'packaged_mp36k', 'find_mp36k',
+           'read_mp36k', 'mp36k', 'aflux_url', 'download_aflow', 'read_aflow', 'aflow']
 
 # %% ../../nbs/02b_crystals.ipynb #b4e9e8d9
 def periodic_knn(atoms:Atoms, # a periodic structure
@@ -67,8 +67,19 @@ def check_records(records:list, # crystal records (see `record_atoms`)
                   name:str):    # dataset name, for the message
     "`ValueError` naming the dataset, the crystal's id and what is wrong, for the first unusable record."
     for i, rec in enumerate(records):
-        what = _record_problem(rec)
+        try: what = _record_problem(rec)
+        except (TypeError, ValueError) as e: what = f"has a field of the wrong kind ({e})"
         if what: raise ValueError(f"{name}: crystal {rec.get('id', i)} (record {i}) {what}; fix or drop it")
+
+def record_targets(records:list, targets:list, name:str) -> np.ndarray:
+    "The targets of `records` `[n, n_target]` (NaN where missing); `ValueError` naming a non-number."
+    rows = []
+    for i, rec in enumerate(records):
+        try: rows.append([np.nan if rec.get(t) is None else float(rec[t]) for t, _ in targets])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{name}: crystal {rec.get('id', i)} (record {i}) has a target that is not a number "
+                             f"({e}); fix or drop it") from None
+    return np.array(rows, np.float64).reshape(len(records), len(targets))
 
 def build_crystals(records:list, # dicts with abc, angles, species, frac_coords, id and the targets
                    targets:list, # (name, unit) of each target key in the records
@@ -79,6 +90,7 @@ def build_crystals(records:list, # dicts with abc, angles, species, frac_coords,
     "Periodic kNN graphs of `records` as a `GraphStore` (12 n edges per crystal for k=12)."
     from tqdm.auto import tqdm
     check_records(records, name)                            # before the neighbour search, which takes minutes
+    y = record_targets(records, targets, name)
     zs, poss, cells, eis, shifts, n_node = [], [], [], [], [], []
     for rec in tqdm(records, desc=f'{name}: kNN graphs', disable=not progress, mininterval=2):
         at = record_atoms(rec)
@@ -90,8 +102,6 @@ def build_crystals(records:list, # dicts with abc, angles, species, frac_coords,
         zs.append(at.numbers); poss.append(at.positions); cells.append(at.cell[:]); n_node.append(len(at))
         eis.append(np.stack([s, r])); shifts.append(S)
     n_node = np.array(n_node, np.int64)
-    y = np.array([[np.nan if rec.get(t) is None else rec[t] for t, _ in targets] for rec in records], np.float64)
-    y = y.reshape(len(records), len(targets))
     return GraphStore(name, z=np.concatenate(zs).astype(np.uint8), pos=np.concatenate(poss).astype(np.float32),
                       node_ptr=np.r_[0, np.cumsum(n_node)], y=y, target_names=[t for t, _ in targets],
                       target_units=[u for _, u in targets],
@@ -126,16 +136,20 @@ def read_mp36k(path=None) -> list:
     "The MP-36k records (one dict per crystal, with `id` = the Materials Project id)."
     f = find_mp36k(path)
     try:
-        with gzip.open(f, 'rt') as fh: recs = [json.loads(line) for line in fh if line.strip()]
+        with gzip.open(f, 'rt') as fh: recs = [(n, json.loads(line)) for n, line in enumerate(fh, 1) if line.strip()]
     except (OSError, EOFError, json.JSONDecodeError) as e:
         raise ValueError(f"{f} is damaged ({type(e).__name__}: {e}); download or copy it again") from None
-    for r in recs: r['id'] = r['mp_id']
-    return recs
+    for n, r in recs:
+        if not isinstance(r, dict) or 'mp_id' not in r:
+            raise ValueError(f"{f}, line {n}: not an MP-36k record (a JSON object with mp_id, abc, angles, species, "
+                             "frac_coords and the targets); fix or drop the line")
+        r['id'] = r['mp_id']
+    return [r for _, r in recs]
 
 def mp36k(path=None, k:int=12, cache_dir=None, rebuild:bool=False, verbose:bool=True) -> GraphStore:
     "MP-36k as periodic kNN graphs, built once (about half a minute) and then loaded from the cache."
     f = find_mp36k(path)
-    fp = dict(source=MP36K_FILE, bytes=f.stat().st_size, k=k, knn_version=KNN_VERSION)
+    fp = dict(source=MP36K_FILE, **file_fingerprint(f), k=k, knn_version=KNN_VERSION)
     return cached(f'mp36k-knn{k}', lambda: _build_mp36k(f, k, verbose), fp, cache_dir, rebuild, verbose)
 
 def _build_mp36k(f, k, verbose):
@@ -228,6 +242,6 @@ def aflow(path='aflow.jsonl', # local AFLUX download (see download_aflow)
             raise FileNotFoundError(f"{path} does not exist: run aflow(download=True) where aflow.org is reachable, "
                                     f"or gnnbatch_nb.data.crystals.download_aflow('{path}')")
         download_aflow(path)
-    fp = dict(source='aflux', bytes=path.stat().st_size, k=k, knn_version=KNN_VERSION)
+    fp = dict(source='aflux', **file_fingerprint(path), k=k, knn_version=KNN_VERSION)
     build = lambda: build_crystals(read_aflow(path), AFLOW_TARGETS, 'aflow', k, verbose)
     return cached(f'aflow-knn{k}', build, fp, cache_dir, rebuild, verbose)

@@ -8,7 +8,7 @@ import ast, importlib.metadata, importlib.util, re, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from ..graphs import GraphStore, GraphDataset, cached
+from ..graphs import GraphStore, GraphDataset, cached, file_fingerprint
 
 # %% auto #0
 __all__ = ['QM9PACK_VERSION', 'HARTREE_EV', 'ATOM_REF_U0', 'SYMBOL_Z', 'QM9_TARGETS', 'STUDY_TARGET', 'FLOAT_RE', 'qm9pack_files',
@@ -103,7 +103,7 @@ def qm9(graph:str='complete', # 'complete' (the study) or 'radius'
        ) -> GraphStore:
     "QM9 as a `GraphStore`, built once and then loaded from the cache."
     files = qm9pack_files(data_dir)
-    fp = dict(source='qm9pack', version=_qm9pack_version(), files={f.name: f.stat().st_size for f in files})
+    fp = dict(source='qm9pack', version=_qm9pack_version(), files={f.name: file_fingerprint(f) for f in files})
     store = cached('qm9', lambda: build_qm9(data_dir), fp, cache_dir, rebuild, verbose)
     if graph == 'complete': return store
     if graph == 'radius':

@@ -4,7 +4,8 @@
 
 # %% ../../nbs/06c_distributed.ipynb #fdf4d708
 from __future__ import annotations
-import contextlib, datetime, inspect, json, os, pickle, shutil, socket, sys, tempfile, time
+import contextlib, datetime, fcntl, inspect, json, math, os, pickle, shutil, signal, socket, sys, tempfile, time
+import threading
 from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
 import numpy as np
@@ -12,23 +13,24 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from ..graphs import GraphStore
+from ..graphs import GraphStore, check_writable, write_atomic, random_split
 from ..data.datasets import load_dataset
 from ..loading import PlanSampler, PaddedBatch
 from ..models.registry import masked_mse
 from fastcore.basics import patch
 from ..batching.registry import ALGORITHMS
-from ..data.datasets import DATASETS
+from ..data.datasets import DATASETS, USER_DATASET, PYG_SUFFIXES
 from .timers import COMPILE_MODES, train_step
-from .train import Trainer, TrainConfig
+from .train import Trainer, TrainConfig, save_checkpoint, load_checkpoint, check_same, CheckpointError
 from .timers import usable_cores
 
 # %% auto #0
-__all__ = ['SYNC_BUFFERS_ARG', 'METRICS_COLUMNS', 'torchrun_env', 'rank_device', 'free_port', 'process_group', 'AllReduceTimer',
-           'DistributedTrainer', 'one_process_equivalent', 'all_ranks', 'resume_distributed', 'append_metrics',
-           'metrics_until', 'TrainRun', 'check_train_run', 'steps_for_epochs', 'wait_parts', 'summarise_run',
-           'run_rank', 'RankFailed', 'spawn_ranks', 'train', 'add_train_arguments', 'train_run_from_args',
-           'format_train']
+__all__ = ['SYNC_BUFFERS_ARG', 'METRICS_COLUMNS', 'RUN_FILES', 'torchrun_env', 'rank_device', 'free_port', 'process_group',
+           'AllReduceTimer', 'DistributedTrainer', 'one_process_equivalent', 'all_ranks', 'resume_distributed',
+           'append_metrics', 'metrics_until', 'TrainRun', 'check_train_run', 'check_device', 'check_backend',
+           'holds_run', 'lock_folder', 'run_folder', 'run_data', 'check_nproc', 'steps_for_epochs', 'StopRequested',
+           'stop_on_signals', 'wait_parts', 'summarise_run', 'run_rank', 'RankFailed', 'spawn_ranks', 'train',
+           'add_train_arguments', 'train_run_from_args', 'format_train']
 
 # %% ../../nbs/06c_distributed.ipynb #8f9bd2e6
 def torchrun_env() -> dict|None:
@@ -109,6 +111,7 @@ class DistributedTrainer(Trainer):
                                        world_size=world_size, **c.algorithm_kwargs)
         self.allreduce, self._ddp, self._ddp_of = AllReduceTimer(world_size), None, None
         self.broadcast_buffers = False            # the models' buffers are constants (see above)
+        self.done_losses, self.run_data = [], None  # losses of the steps of an interrupted `fit`; what `train` ran on
 
     def _wrapped(self, module):
         "`module` (the model or its compiled form) in `DistributedDataParallel`, made once per module."
@@ -123,12 +126,13 @@ class DistributedTrainer(Trainer):
         "One optimiser step; with several ranks the forward runs through DDP and the all-reduce wait is recorded."
         if self.world_size == 1:
             self.allreduce.waits.append(0.0); self.allreduce.ready_at.append(float('nan'))
-            return super().train_step(batch)
+            loss = super().train_step(batch); self.done_losses.append(loss)
+            return loss
         inner = self._forward
         self._forward = self._wrapped(self.model if inner is None else inner)
         try: loss = super().train_step(batch)
         finally: self._forward = inner
-        self.allreduce.end_step()
+        self.allreduce.end_step(); self.done_losses.append(loss)
         return loss
 
 # %% ../../nbs/06c_distributed.ipynb #de5ab3b1
@@ -164,14 +168,15 @@ def state_dict(self:DistributedTrainer) -> dict:
     sd = Trainer.state_dict(self)
     a = self.allreduce
     mine = dict(rng=_rng_state(self.device), losses=list(self.losses), waits=list(a.waits), ready_at=list(a.ready_at))
-    return dict(sd, world_size=self.world_size, ranks=all_ranks(mine))
+    return dict(sd, world_size=self.world_size, ranks=all_ranks(mine), run=self.run_data)
 
 @patch
 def load_state_dict(self:DistributedTrainer, sd:dict):
     "Continue from `state_dict()`: the same configuration and world size; each rank takes back its own RNG and losses."
     W = sd.get('world_size', 1)
     if W != self.world_size:
-        raise ValueError(f"the checkpoint was made by {W} process(es); resume it with {W}, not {self.world_size}")
+        raise CheckpointError(f"--resume: the checkpoint was made by {W} process(es); resume it with --nproc {W}, "
+                              f"not {self.world_size}")
     mine = sd['ranks'][self.rank] if 'ranks' in sd else dict(rng=dict(torch=sd['torch_rng'], cuda=None),
                                                               losses=sd['losses'], waits=[])
     Trainer.load_state_dict(self, dict(sd, torch_rng=mine['rng']['torch'], losses=mine['losses']))
@@ -184,15 +189,13 @@ def load_state_dict(self:DistributedTrainer, sd:dict):
 def save(self:DistributedTrainer, path) -> Path|None:
     "Write the checkpoint from rank 0 (atomically); every rank must call it. Returns the path (None on other ranks)."
     sd = self.state_dict()
-    if self.rank == 0:
-        path = Path(path); tmp = path.with_suffix(path.suffix + '.tmp')
-        torch.save(sd, tmp); tmp.replace(path)
+    if self.rank == 0: save_checkpoint(sd, path)
     if self.world_size > 1: dist.barrier()
     return Path(path) if self.rank == 0 else None
 
 def resume_distributed(store:GraphStore, path, device='cpu', rank:int=0, world_size:int=1) -> DistributedTrainer:
     "A `DistributedTrainer` for `rank` continuing the checkpoint at `path`."
-    sd = torch.load(path, weights_only=False)
+    sd = load_checkpoint(path)
     return DistributedTrainer(store, TrainConfig(**sd['config']), device, rank, world_size).load_state_dict(sd)
 
 # %% ../../nbs/06c_distributed.ipynb #0eb5f1dd
@@ -219,10 +222,10 @@ def append_metrics(path, # the CSV file (created with a header when missing)
     return path
 
 def metrics_until(path, step:int) -> None:
-    "Drop the rows after `step` from the metrics CSV (a resumed run rewrites the steps after its checkpoint)."
+    "Drop the rows after `step` from the metrics CSV (a resumed run rewrites the steps after it), atomically."
     path = Path(path)
     if path.exists():
-        df = pd.read_csv(path); df[df.step <= step].to_csv(path, index=False)
+        df = pd.read_csv(path); write_atomic(path, df[df.step <= step].to_csv(index=False).encode())
 
 # %% ../../nbs/06c_distributed.ipynb #63fbf6f8
 @dataclass
@@ -243,6 +246,7 @@ class TrainRun:
     threads: int|None = None          # torch threads per process (default: the usable cores / nproc)
     progress: bool = True             # a progress bar on rank 0
     timeout_s: float = 600            # a collective that waits longer fails instead of hanging
+    overwrite: bool = False           # start again in `out`, moving the run there aside (`OUT.old-<time>`)
 
 def _check_counts(run:TrainRun):
     if (run.steps is None) == (run.epochs is None): raise ValueError("give either --steps or --epochs (one of them)")
@@ -250,9 +254,20 @@ def _check_counts(run:TrainRun):
         v = getattr(run, name)
         if v is not None and v < 1: raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
 
+def _check_values(run:TrainRun):
+    c = run.config
+    if not (math.isfinite(c.lr) and c.lr > 0): raise ValueError(f"--lr must be a positive number, got {c.lr}")
+    if c.seed < 0: raise ValueError(f"--seed must be an integer >= 0, got {c.seed}")
+    if run.limit and run.nproc > run.limit:
+        raise ValueError(f"--nproc {run.nproc} is more than the --limit {run.limit} graphs; use fewer processes")
+    if run.resume and run.overwrite:
+        raise ValueError("--resume continues the run in --out, --overwrite starts it again: give one of them")
+    check_device(run.device)
+    if c.compile != 'eager': check_backend(c.backend)
+
 def check_train_run(run:TrainRun) -> TrainRun:
     "`run` if it can start; else a `ValueError` that says which option is wrong and how to fix it."
-    _check_counts(run); c = run.config
+    _check_counts(run); _check_values(run); c = run.config
     if c.algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {c.algorithm!r}; choose from {list(ALGORITHMS)}")
     if c.compile not in COMPILE_MODES:
@@ -267,16 +282,100 @@ def check_train_run(run:TrainRun) -> TrainRun:
         raise ValueError(f"--nproc {run.nproc} on 'cuda' needs {run.nproc} GPUs, {torch.cuda.device_count()} visible")
     return run
 
+# %% ../../nbs/06c_distributed.ipynb #b94cc767
+def check_device(device:str, flag:str='--device') -> str:
+    "`device` if torch knows it and it is present here; else a one-line `ValueError` naming `flag`."
+    try: d = torch.device(device)
+    except (RuntimeError, TypeError): d = None
+    if d is None or d.type not in ('cpu', 'cuda'):
+        raise ValueError(f"{flag} {device!r} is not a device; use cpu or cuda (cuda:N for GPU N)")
+    if d.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"{flag} {device}: no GPU is visible to torch here; use --device cpu")
+    return device
+
+def check_backend(backend:str, flag:str='--backend') -> str:
+    "`backend` if `torch.compile` knows it; else a one-line `ValueError` naming `flag` and the choices."
+    import torch._dynamo
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in known:
+        raise ValueError(f"{flag} {backend!r} is not a torch.compile backend; choose from inductor, eager, aot_eager, "
+                         f"{', '.join(b for b in known if b in ('cudagraphs', 'aot_eager_decomp_partition'))}")
+    return backend
+
+
+# %% ../../nbs/06c_distributed.ipynb #85bd32ef
+RUN_FILES = ('checkpoint.pt', 'metrics.csv', 'summary.json')
+
+def holds_run(folder) -> bool:
+    "Whether `folder` holds (part of) a training run."
+    return folder is not None and any((Path(folder)/f).exists() for f in RUN_FILES)
+
+def lock_folder(folder:Path):
+    "An exclusive lock on `folder/.lock` (the open file: closing it, or the process ending, releases it)."
+    f = open(Path(folder)/'.lock', 'a+')
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0); who = f.read().strip() or '?'; f.close()
+        raise ValueError(f"--out {folder} is being written by another process (pid {who}); wait for it to end, "
+                         "or choose another --out") from None
+    f.seek(0); f.truncate(); f.write(f'{os.getpid()}\n'); f.flush()
+    return f
+
+def _move_aside(out:Path) -> Path:
+    "Rename the run in `out` to `out.old-<time>` (a free name) and make `out` again, empty."
+    old = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    while old.exists(): old = old.with_name(old.name + '-1')
+    out.rename(old); out.mkdir()
+    print(f"gnnbatch train: the run that was in {out} was moved to {old}", file=sys.stderr, flush=True)
+    return old
+
+@contextlib.contextmanager
+def run_folder(run:TrainRun):
+    "Context manager: `run.out` owned and locked for the run (None without `out`); see above."
+    if not run.out: yield None; return
+    out = check_writable(run.out, '--out'); lock = lock_folder(out)
+    try:
+        if holds_run(out) and not (run.resume or run.overwrite):
+            raise ValueError(f"--out {out} holds a run ({', '.join(f for f in RUN_FILES if (out/f).exists())}); "
+                             "pass --resume to continue it, or --overwrite to start again (the old run is moved "
+                             "aside, not deleted)")
+        if run.overwrite and holds_run(out):
+            _move_aside(out); lock.close(); lock = lock_folder(out)
+        yield out
+    finally: lock.close()
+
+
 # %% ../../nbs/06c_distributed.ipynb #b69cb9e6
-def _open_trainer(run:TrainRun, device:torch.device, rank:int, world_size:int) -> DistributedTrainer:
-    "The dataset and a fresh trainer, or one resumed from `out/checkpoint.pt` (same options required)."
+def _open_store(run:TrainRun) -> GraphStore:
+    "The dataset of `run` (its first `limit` graphs)."
     store = load_dataset(run.dataset, run.cache_dir, run.data)
-    if run.limit: store = store.subset(np.arange(min(run.limit, store.n_graph)))
-    t = DistributedTrainer(store, run.config, device, rank, world_size)
+    return store.subset(np.arange(min(run.limit, store.n_graph))) if run.limit else store
+
+def run_data(run:TrainRun) -> dict:
+    "What a checkpoint records of the options that choose the data (a resumed run must give the same)."
+    return dict(dataset=run.dataset, data=str(Path(run.data).resolve()) if run.data else None, limit=run.limit)
+
+def _open_trainer(run:TrainRun, device:torch.device, rank:int, world_size:int) -> DistributedTrainer:
+    "The dataset and a fresh trainer, or one resumed from `out/checkpoint.pt` (same options and data required)."
+    t = DistributedTrainer(_open_store(run), run.config, device, rank, world_size)
+    t.run_data = run_data(run)
     if run.resume:
-        t.load_state_dict(torch.load(Path(run.out)/'checkpoint.pt', weights_only=False))
+        sd = load_checkpoint(Path(run.out)/'checkpoint.pt')
+        check_same(sd.get('run') or t.run_data, t.run_data)
+        t.load_state_dict(sd)
         if rank == 0: metrics_until(Path(run.out)/'metrics.csv', t.step)
     return t
+
+def check_nproc(run:TrainRun):
+    "Before any process starts: a `ValueError` when an epoch has fewer batches than `run.nproc` ranks."
+    store = _open_store(run); c = run.config
+    tr = random_split(store.n_graph, seed=c.split_seed)['train']
+    n = len(PlanSampler(store.sizes[tr], c.algorithm, c.batch_size, tr, seed=c.seed, **c.algorithm_kwargs))
+    if n < run.nproc:
+        raise ValueError(f"--nproc {run.nproc}: an epoch of the {len(tr)} training graphs has {n} batch(es) at "
+                         f"--batch-size {c.batch_size}, fewer than the processes; use --nproc {max(n, 1)} or more "
+                         "graphs")
+
 
 # %% ../../nbs/06c_distributed.ipynb #f73898e0
 def steps_for_epochs(sampler:PlanSampler, epochs:int) -> int:
@@ -285,6 +384,43 @@ def steps_for_epochs(sampler:PlanSampler, epochs:int) -> int:
     for e in range(epochs): sampler.set_epoch(e); n += len(sampler)
     sampler.set_epoch(now)
     return n
+
+# %% ../../nbs/06c_distributed.ipynb #76003cf0
+class StopRequested(Exception):
+    "Raised by `next_batch` once a signal asked the run to stop (the step before it is complete)."
+
+_STOP = dict(signal=None)   # the signal that asked this process to stop, if any
+
+@contextlib.contextmanager
+def stop_on_signals(forward=lambda: ()): # processes to pass the signal on to (a function: they may start later)
+    "Context manager: SIGINT and SIGTERM ask for a stop after the current step (see above) instead of killing."
+    def ask(signum, frame):
+        _STOP['signal'] = signal.Signals(signum).name
+        for p in forward():
+            if p.is_alive(): os.kill(p.pid, signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread(): yield; return   # handlers: main thread only
+    _STOP['signal'] = None
+    old = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
+    try: yield
+    finally:
+        for s, h in old.items(): signal.signal(s, h)
+        _STOP['signal'] = None
+
+@patch
+def next_batch(self:DistributedTrainer) -> PaddedBatch:
+    "The next batch, unless a stop was asked for on any rank: then `StopRequested`."
+    stop = _STOP['signal'] is not None
+    if self.world_size > 1 and dist.is_initialized():
+        flag = torch.tensor([float(stop)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX); stop = bool(flag.item())
+    if stop: raise StopRequested(_STOP['signal'] or 'a signal on another rank')
+    return Trainer.next_batch(self)
+
+def _finish_steps(t:DistributedTrainer) -> int:
+    "After `StopRequested` inside `fit`: keep the losses of the steps it finished; their number."
+    t.losses += [float(l) for l in t.done_losses]
+    return len(t.done_losses)
+
 
 # %% ../../nbs/06c_distributed.ipynb #419e9d23
 def wait_parts(records:pd.DataFrame # per-step records of all ranks of one machine (`METRICS_COLUMNS`)
@@ -313,20 +449,38 @@ def summarise_run(records:pd.DataFrame, # per-step records of all ranks (`METRIC
                 final_loss=float(per.loss.iloc[-1]))
 
 # %% ../../nbs/06c_distributed.ipynb #0a45debb
+def _check_losses(t:DistributedTrainer, n:int):
+    "A `ValueError` naming the first of the last `n` steps whose loss is not finite (it is not saved)."
+    bad = [i for i, l in enumerate(t.losses[-n:]) if not math.isfinite(l)] if n else []
+    if bad:
+        raise ValueError(f"step {t.step - n + bad[0] + 1}: the loss is {t.losses[-n + bad[0]]}; lower --lr, or check "
+                         "the targets (nothing of this chunk of steps was saved)")
+
+def _fit_chunk(run:TrainRun, t:DistributedTrainer, n:int) -> tuple:
+    "Fit `n` steps or until a stop is asked for: (steps done, the signal that stopped it or None)."
+    t.done_losses = []
+    try: t.fit(n, progress=run.progress and t.rank == 0); return n, None
+    except StopRequested as e: return _finish_steps(t), str(e)
+
 def _train_loop(run:TrainRun, t:DistributedTrainer) -> dict:
     "Fit in chunks of `checkpoint_every` steps up to the total; rank 0 appends metrics and the checkpoint is saved."
     total = run.steps or steps_for_epochs(t.sampler, run.epochs)
-    every, out, parts, t0 = run.checkpoint_every or total, Path(run.out) if run.out else None, [], time.perf_counter()
+    every, out, parts, t0, stop = run.checkpoint_every or total, Path(run.out) if run.out else None, [], \
+        time.perf_counter(), None
     if out: out.mkdir(parents=True, exist_ok=True)
-    while t.step < total:
-        n = min(every, total - t.step)
-        t.fit(n, progress=run.progress and t.rank == 0)
-        parts.append(pd.concat(all_ranks(t.step_records(n)), ignore_index=True))
-        if out and t.rank == 0: append_metrics(out/'metrics.csv', parts[-1])
-        if out: t.save(out/'checkpoint.pt')
+    while t.step < total and stop is None:
+        n, stop = _fit_chunk(run, t, min(every, total - t.step))
+        _check_losses(t, n)
+        if n: parts.append(pd.concat(all_ranks(t.step_records(n)), ignore_index=True))
+        if n and out and t.rank == 0: append_metrics(out/'metrics.csv', parts[-1])
+        if n and out: t.save(out/'checkpoint.pt')
+    where = dict(rank=t.rank, epoch=t.epoch, out=str(out) if out else None, interrupted=stop, step=t.step,
+                 checkpoint=str(out/'checkpoint.pt') if out and (out/'checkpoint.pt').exists() else None)
+    if not parts and stop: return where
     if not parts: raise ValueError(f"nothing to do: the run is already at step {t.step} of {total}; raise --steps")
-    return dict(summarise_run(pd.concat(parts, ignore_index=True), time.perf_counter() - t0), rank=t.rank,
-                start_step=total - sum(p.step.nunique() for p in parts), epoch=t.epoch, out=str(out) if out else None)
+    return dict(summarise_run(pd.concat(parts, ignore_index=True), time.perf_counter() - t0),
+                start_step=t.step - sum(p.step.nunique() for p in parts), **where)
+
 
 def run_rank(run:TrainRun, rank:int=0, world_size:int=1, # this process and the number of processes
              local_rank:int=0, init_method:str='env://'  # GPU index on this machine, and the rendezvous
@@ -335,13 +489,15 @@ def run_rank(run:TrainRun, rank:int=0, world_size:int=1, # this process and the 
     torch.set_num_threads(run.threads or max(1, usable_cores() // world_size))
     device = rank_device(run.device, local_rank)
     try:
-        with process_group(rank, world_size, device, init_method, run.timeout_s):
+        with process_group(rank, world_size, device, init_method, run.timeout_s), stop_on_signals():
             res = _train_loop(run, _open_trainer(run, device, rank, world_size))
     except Exception as e:
-        print(f"gnnbatch train: rank {rank} of {world_size} failed: {type(e).__name__}: {e}", file=sys.stderr,
-              flush=True)
+        if world_size > 1:                                 # one process: the caller says it
+            print(f"gnnbatch train: rank {rank} of {world_size} failed: {type(e).__name__}: {e}", file=sys.stderr,
+                  flush=True)
         raise
-    if run.out and rank == 0: (Path(run.out)/'summary.json').write_text(json.dumps(res, indent=1, default=float))
+    if run.out and rank == 0 and 'steps' in res:
+        write_atomic(Path(run.out)/'summary.json', json.dumps(res, indent=1, default=float).encode())
     return res
 
 # %% ../../nbs/06c_distributed.ipynb #6addf2d6
@@ -385,7 +541,7 @@ def spawn_ranks(target, # `target(rank, world_size, init_method, *args)`, import
     try:
         ctx = torch.multiprocessing.start_processes(_spawned, args=(target, args, nproc, init, folder), nprocs=nproc,
                                                     join=False, start_method='spawn')
-        _join(ctx, nproc, timeout_s)
+        with stop_on_signals(lambda: ctx.processes): _join(ctx, nproc, timeout_s)   # Ctrl-C: passed on to them
         return pickle.loads(Path(folder, 'result.pkl').read_bytes())
     except (torch.multiprocessing.ProcessRaisedException, torch.multiprocessing.ProcessExitedException) as e:
         raise _first_failure(folder, e) from None
@@ -398,12 +554,12 @@ def _run_spawned(rank:int, world_size:int, init_method:str, run:TrainRun) -> dic
 def train(run:TrainRun) -> dict:
     "Run `run`: as this rank under `torchrun`, on `run.nproc` spawned processes, or in this process."
     env = torchrun_env(); check_train_run(run)
-    if env is not None:
-        if run.nproc not in (1, env['world_size']):
-            raise ValueError(f"under torchrun the world size is {env['world_size']}; leave --nproc out")
-        return run_rank(run, env['rank'], env['world_size'], env['local_rank'])
-    if run.nproc > 1: return spawn_ranks(_run_spawned, (run,), run.nproc)
-    return run_rank(run)
+    if env is not None and run.nproc not in (1, env['world_size']):
+        raise ValueError(f"under torchrun the world size is {env['world_size']}; leave --nproc out")
+    with run_folder(run) if env is None or env['rank'] == 0 else contextlib.nullcontext():   # rank 0 owns --out
+        if env is not None: return run_rank(run, env['rank'], env['world_size'], env['local_rank'])
+        if run.nproc > 1: check_nproc(run); return spawn_ranks(_run_spawned, (run,), run.nproc)
+        return run_rank(run)
 
 # %% ../../nbs/06c_distributed.ipynb #aa3816b0
 def _fail_on_rank(rank:int, world_size:int, init_method:str, bad_rank:int=1) -> int:
@@ -417,7 +573,8 @@ def _fail_on_rank(rank:int, world_size:int, init_method:str, bad_rank:int=1) -> 
 def add_train_arguments(p): # an `argparse` parser (the `train` sub-command's)
     "The options of `gnnbatch train`."
     a = p.add_argument
-    a('--dataset', choices=DATASETS, default='qm9', help='dataset (default: qm9)')
+    a('--dataset', choices=DATASETS + (USER_DATASET,), default=None,
+      help='dataset (default: qm9, or pyg when --data is a .pt file)')
     a('--data', default=None, help='source file or folder of the dataset')
     a('--cache-dir', default=None, help='cache root')
     a('--limit', type=int, default=None, help='use only the first LIMIT graphs of the dataset (a quick run)')
@@ -433,6 +590,7 @@ def add_train_arguments(p): # an `argparse` parser (the `train` sub-command's)
     a('--seed', type=int, default=42, help='seed of the parameters and the data order (default 42)')
     a('--out', default=None, help='folder for checkpoint.pt, metrics.csv (one row per step and rank), summary.json')
     a('--resume', action='store_true', help='continue from OUT/checkpoint.pt (same options)')
+    a('--overwrite', action='store_true', help='start again in OUT: the run there is moved aside to OUT.old-<time>')
     a('--checkpoint-every', type=int, default=None, help='steps between checkpoints (default: at the end)')
     a('--nproc', type=int, default=1, help='processes: DistributedDataParallel on this machine (default 1)')
     a('--device', default='cpu', help="'cpu' (gloo) or 'cuda' (one GPU per process, NCCL)")
@@ -446,9 +604,12 @@ def train_run_from_args(args) -> TrainRun:
     "The `TrainRun` of parsed `gnnbatch train` options (checked)."
     cfg = TrainConfig(model=args.model, algorithm=args.algorithm, batch_size=args.batch_size, lr=args.lr,
                       seed=args.seed, compile=args.compile, backend=args.backend)
-    return check_train_run(TrainRun(cfg, args.dataset, args.data, args.cache_dir, args.limit, args.steps, args.epochs,
+    pyg = args.data and Path(args.data).suffix in PYG_SUFFIXES
+    dataset = args.dataset or (USER_DATASET if pyg else 'qm9')
+    return check_train_run(TrainRun(cfg, dataset, args.data, args.cache_dir, args.limit, args.steps, args.epochs,
                                     args.out, args.resume, args.checkpoint_every, args.nproc, args.device,
-                                    args.threads, not args.no_progress))
+                                    args.threads, not args.no_progress,
+                                    overwrite=args.overwrite))
 
 def format_train(r:dict) -> str:
     "The summary of a training run as text."

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/06b_train.ipynb #a2dd25cb
 from __future__ import annotations
-import copy, time
+import copy, hashlib, io, os, shutil, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
@@ -13,20 +13,49 @@ from torch import nn
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 import torch._dynamo.utils
-from ..graphs import GraphStore, random_split
+from ..graphs import GraphStore, random_split, write_atomic
 from ..batching.registry import make_plan
 from ..loading import PlanSampler, PaddedBatch, collate, prefetch
 from .timers import StepTimer, compile_model, CompileCounter, timing_settings, train_step
 from ..models.registry import masked_mse, dataset_species, make_model
 
 # %% auto #0
-__all__ = ['staircase', 'TrainConfig', 'Trainer', 'resume']
+__all__ = ['staircase', 'target_stats', 'check_positions', 'data_digest', 'TrainConfig', 'Trainer', 'CheckpointError',
+           'check_same', 'check_same_data', 'previous_checkpoint', 'save_checkpoint', 'load_checkpoint', 'resume']
 
 # %% ../../nbs/06b_train.ipynb #357722ee
 def staircase(step:int, # optimiser steps taken so far
               decay_rate:float=0.96, decay_steps:int=100_000) -> float:
     "The study's learning-rate factor: `decay_rate ** (step // decay_steps)`."
     return decay_rate ** (step // decay_steps)
+
+# %% ../../nbs/06b_train.ipynb #b322aaf6
+def target_stats(store:GraphStore, target:str, # the data and the target trained on
+                 idx:np.ndarray) -> tuple:     # the training split
+    "Mean and std of `target` over `idx`; `ValueError` naming the graph with a NaN target, or a split without spread."
+    y = store.target(target)[idx]
+    bad = np.flatnonzero(~np.isfinite(y))
+    if len(bad):
+        g = int(idx[bad[0]]); gid = f"graph {g}" + (f" (id {store.ids[g]})" if store.ids is not None else '')
+        raise ValueError(f"target {target!r} of {gid} is NaN or infinite ({y[bad[0]]}; {len(bad)} such graph(s) in "
+                         "the training split); drop those graphs first")
+    if len(y) < 2 or not y.std() > 0:
+        raise ValueError(f"the training split has {len(y)} graph(s) whose target {target!r} has no spread (std 0): "
+                         "the standardised loss would be NaN; train on more graphs (a larger --limit)")
+    return float(y.mean()), float(y.std())
+
+def check_positions(store:GraphStore):
+    "`ValueError` when the store's graphs came without `pos` (`from_pyg` filled zeros): the models need distances."
+    if 'pos' in store.info.get('zeros_for', []):
+        raise ValueError(f"{store.name}: the graphs have no pos (atom positions); the models compute distances from "
+                         "them: add pos [n_atoms, 3] to every Data")
+
+def data_digest(store:GraphStore, target:str) -> dict:
+    "What a checkpoint records of the data: name, number of graphs, and a hash of atoms, positions and `target`."
+    h = hashlib.blake2b(digest_size=8)
+    for a in (store.node_ptr, store.z, store.pos, store.target(target)): h.update(np.ascontiguousarray(a).data)
+    return dict(dataset=store.name, n_graph=int(store.n_graph), content=h.hexdigest())
+
 
 # %% ../../nbs/06b_train.ipynb #8633a16c
 @dataclass
@@ -56,10 +85,9 @@ class Trainer:
         self.target = c.target or store.target_names[-1]
         self.unit = store.target_units[store.target_names.index(self.target)]
         self.splits = random_split(store.n_graph, seed=c.split_seed)
-        y = store.target(self.target)[self.splits['train']]
-        if not np.isfinite(y).all():
-            raise ValueError(f"target {self.target!r} has NaN or inf in the training split; drop those graphs first")
-        self.mean, self.std = float(y.mean()), float(y.std())
+        check_positions(store)
+        self.mean, self.std = target_stats(store, self.target, self.splits['train'])
+        self.data = data_digest(store, self.target)   # what the checkpoint records of the data
         torch.manual_seed(c.seed)
         self.model = make_model(c.model, dataset_species(store), **c.model_kwargs).to(self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=c.lr)
@@ -171,17 +199,38 @@ def evaluate(self:Trainer, split:str='val', limit:int|None=None) -> dict:
 # %% ../../nbs/06b_train.ipynb #18c518d8
 @patch
 def state_dict(self:Trainer) -> dict:
-    "Everything needed to continue the run: model, optimiser, schedule, position in the data, RNG."
+    "Everything needed to continue the run: model, optimiser, schedule, position in the data, RNG, what data it is."
     return dict(config=asdict(self.cfg), model=self.model.state_dict(), opt=self.opt.state_dict(),
                 sched=self.sched.state_dict(), step=self.step, epoch=self.epoch, pos=self.pos, losses=list(self.losses),
-                mean=self.mean, std=self.std,
+                mean=self.mean, std=self.std, data=self.data,
                 torch_rng=torch.get_rng_state())
+
+class CheckpointError(ValueError):
+    "A checkpoint that cannot be continued (damaged, or made with other options); the message says which and why."
+
+def _flag(key:str) -> str: return '--' + key.replace('_', '-')
+
+def check_same(recorded:dict, now:dict): # what the checkpoint recorded, and what this run has
+    "A one-line `CheckpointError` naming the first option in which the checkpoint and this run differ."
+    for k in sorted(recorded.keys() | now.keys()):
+        a, b = recorded.get(k), now.get(k)
+        if a != b:
+            f = _flag(k); say = lambda v: f"no {f}" if v is None else f"{f} {v}"
+            raise CheckpointError(f"--resume: the checkpoint was made with {say(a)}, this run has {say(b)}; "
+                                  f"give the same {f}, or start again with --overwrite")
+
+def check_same_data(recorded:dict, now:dict): # `data_digest` of the checkpoint's data and of this run's
+    "A one-line `CheckpointError` when the checkpoint was made on other data than this run's."
+    if recorded == now: return
+    d = lambda x: f"{x['dataset']}, {x['n_graph']} graphs, content {x['content']}"
+    raise CheckpointError(f"--resume: the checkpoint was made on other data ({d(recorded)}) than this run's "
+                          f"({d(now)}): the source changed since; give the same data, or start again with --overwrite")
 
 @patch
 def load_state_dict(self:Trainer, sd:dict):
-    "Continue from `state_dict()` output; the configuration must match."
-    if sd['config'] != asdict(self.cfg):
-        raise ValueError(f"checkpoint was made with another configuration: {sd['config']} != {asdict(self.cfg)}")
+    "Continue from `state_dict()` output; the configuration and the data must match."
+    check_same(sd['config'], asdict(self.cfg))
+    if 'data' in sd: check_same_data(sd['data'], self.data)
     self.model.load_state_dict(sd['model']); self.opt.load_state_dict(sd['opt'])
     self.sched.load_state_dict(sd['sched'])
     self.step, self.epoch, self.pos, self.losses = sd['step'], sd['epoch'], sd['pos'], list(sd['losses'])
@@ -189,14 +238,42 @@ def load_state_dict(self:Trainer, sd:dict):
     torch.set_rng_state(sd['torch_rng'])
     return self
 
+
+# %% ../../nbs/06b_train.ipynb #3fa92b09
+def previous_checkpoint(path) -> Path:
+    "Where the checkpoint that `path` replaced is kept: `checkpoint.pt` -> `checkpoint.prev.pt`."
+    path = Path(path); return path.with_name(f'{path.stem}.prev{path.suffix}')
+
+def save_checkpoint(sd:dict, path) -> Path:
+    "Write `sd` to `path` atomically, keeping the checkpoint it replaces as `previous_checkpoint(path)`."
+    path = Path(path); buf = io.BytesIO(); torch.save(sd, buf)
+    if path.exists():
+        prev = previous_checkpoint(path); tmp = prev.with_name(f'.{prev.name}.tmp'); tmp.unlink(missing_ok=True)
+        try: os.link(path, tmp)                              # a second name for the old file: no copy
+        except OSError: shutil.copyfile(path, tmp)
+        os.replace(tmp, prev)
+    return write_atomic(path, buf.getvalue())
+
+def load_checkpoint(path) -> dict:
+    "The checkpoint at `path`; a one-line `CheckpointError` naming it and the previous one when it is damaged."
+    path = Path(path)
+    try: sd = torch.load(path, weights_only=False)
+    except FileNotFoundError: raise
+    except Exception as e: sd = e                           # torch raises many kinds here: EOFError, RuntimeError, ...
+    if isinstance(sd, dict) and {'config', 'model', 'step'} <= sd.keys(): return sd
+    prev = previous_checkpoint(path)
+    keep = (f"the previous checkpoint is {prev}: copy it to {path} to resume from it" if prev.exists() else
+            "no previous checkpoint is kept; start again with --overwrite")
+    why = f"{type(sd).__name__}: {' '.join(str(sd).split())[:90]}" if isinstance(sd, Exception) else 'not a checkpoint'
+    raise CheckpointError(f"{path} is damaged (truncated?) ({why}); {keep}")
+
 @patch
 def save(self:Trainer, path) -> Path:
-    "Write a checkpoint (atomically: a temporary file renamed into place)."
-    path = Path(path); tmp = path.with_suffix(path.suffix + '.tmp')
-    torch.save(self.state_dict(), tmp); tmp.replace(path)
-    return path
+    "Write a checkpoint (atomically, the previous one kept: `save_checkpoint`)."
+    return save_checkpoint(self.state_dict(), path)
 
 def resume(store:GraphStore, path, device='cpu') -> Trainer:
     "A `Trainer` continuing the checkpoint at `path`."
-    sd = torch.load(path, weights_only=False)
+    sd = load_checkpoint(path)
     return Trainer(store, TrainConfig(**sd['config']), device).load_state_dict(sd)
+
