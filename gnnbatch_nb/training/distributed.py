@@ -387,7 +387,7 @@ def steps_for_epochs(sampler:PlanSampler, epochs:int) -> int:
 
 # %% ../../nbs/06c_distributed.ipynb #76003cf0
 class StopRequested(Exception):
-    "Raised by `next_batch` once a signal asked the run to stop (the step before it is complete)."
+    "Raised by `before_batch` once a signal asked the run to stop (the step before it is complete)."
 
 _STOP = dict(signal=None)   # the signal that asked this process to stop, if any
 
@@ -407,14 +407,13 @@ def stop_on_signals(forward=lambda: ()): # processes to pass the signal on to (a
         _STOP['signal'] = None
 
 @patch
-def next_batch(self:DistributedTrainer) -> PaddedBatch:
-    "The next batch, unless a stop was asked for on any rank: then `StopRequested`."
+def before_batch(self:DistributedTrainer) -> None:
+    "Before each batch is taken: `StopRequested` if a stop was asked for on any rank (a flag all ranks reduce)."
     stop = _STOP['signal'] is not None
     if self.world_size > 1 and dist.is_initialized():
         flag = torch.tensor([float(stop)], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX); stop = bool(flag.item())
     if stop: raise StopRequested(_STOP['signal'] or 'a signal on another rank')
-    return Trainer.next_batch(self)
 
 def _finish_steps(t:DistributedTrainer) -> int:
     "After `StopRequested` inside `fit`: keep the losses of the steps it finished; their number."

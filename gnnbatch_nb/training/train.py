@@ -165,11 +165,17 @@ def batches(self:Trainer, depth:int=2):
     "Training batches on the device, in order, built `depth` ahead on a thread (0: one by one with `next_batch`); "
     "the run's position advances as each batch is taken."
     if depth == 0:
-        yield from iter(self.next_batch, None)
-        return
+        while True: self.before_batch(); yield self.next_batch()
     build = lambda spec: (spec[0], collate(self.store, spec[1], spec[2], self.target))
     with prefetch(self.batch_specs(), build, depth, self.device) as it:
-        for (self.epoch, self.pos), b in it: yield b
+        while True:
+            self.before_batch()                  # before the batch is taken: a stop here loses no graph
+            (self.epoch, self.pos), b = next(it)
+            yield b
+
+@patch
+def before_batch(self:Trainer) -> None:
+    "Called before each training batch is taken; a subclass may stop the run here (06c: on a signal)."
 
 # %% ../../nbs/06b_train.ipynb #4dda2216
 @patch
