@@ -192,23 +192,42 @@ def _algorithms(names):
 
 def cmd_compare(args) -> dict:
     "Run the comparison and write its results."
-    from gnnbatch_nb.measure.compare import compare, save_compare, CompareSettings, DEFAULT_COMPILE_SAMPLE
-    check_writable(args.out, '--out')                              # before minutes of measurement
+    from gnnbatch_nb.measure.compare import CompareSettings, DEFAULT_COMPILE_SAMPLE, compare_folder
+    from gnnbatch_nb.training.distributed import check_device, check_backend
+    check_device(args.device); check_backend(args.backend)          # before minutes of measurement
     cfg = CompareSettings(algorithms=_algorithms(args.algorithms), modes=tuple(args.modes), steps=args.steps,
                           budget_s=args.budget, margin=args.margin,
                           compile_sample=_algorithms(args.compile_sample or DEFAULT_COMPILE_SAMPLE),
                           horizons=tuple(args.horizons), device=args.device, backend=args.backend,
                           cache_dir=args.compile_cache)
     for a in cfg.algorithms: check_plan_flags(a, args.batch_size, {})
+    with compare_folder(args.out, args.overwrite) as out:          # refused, or locked, before measuring
+        res, paths = _measure_and_save(args, cfg, out)
+    if res.settings['partial']: _say_partial(res, paths)
+    return dict(settings=res.settings, machine=res.machine, table=res.table.to_dict(orient='records'),
+                files=paths, horizons=list(res.horizons), margin=res.margin, verdicts=res.verdicts(),
+                flags=list(res.flags), threads=args.threads)
+
+def _measure_and_save(args, cfg, out) -> tuple:
+    "Load the data, measure, save: (the comparison, its files); Ctrl-C before a whole round is one line, exit 130."
+    from gnnbatch_nb.measure.compare import compare, save_compare
     torch.set_num_threads(args.threads)
     store = load_args_dataset(args)
     idx = train_indices(store)                                     # the split every job uses (SPLIT_SEED)
     if args.limit: idx = idx[:args.limit]
-    res = compare(store, args.model, args.batch_size, cfg, indices=idx, log=lambda m: print(m, file=sys.stderr))
-    paths = save_compare(res, args.out)
-    return dict(settings=res.settings, machine=res.machine, table=res.table.to_dict(orient='records'),
-                files=paths, horizons=list(res.horizons), margin=res.margin, verdicts=res.verdicts(),
-                flags=list(res.flags), threads=args.threads)
+    try: res = compare(store, args.model, args.batch_size, cfg, indices=idx, log=lambda m: print(m, file=sys.stderr))
+    except KeyboardInterrupt:
+        print(f"gnnbatch compare: interrupted before a whole round was measured; nothing was written to {out}",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+    return res, save_compare(res, out)
+
+def _say_partial(res, paths:dict):
+    "One line for an interrupted comparison: what it holds and where; exit status 130."
+    s = res.settings
+    print(f"gnnbatch compare: interrupted after {s['rounds']} rounds; the {len(s['pairs_measured'])} pairs measured "
+          f"so far are saved in {Path(paths['json']).parent} (gnnbatch recommend --from reads them)", file=sys.stderr)
+    raise SystemExit(130)
 
 def format_compare(r:dict) -> str:
     "The comparison table, the cost model's held-out error, and where the files are."
@@ -235,15 +254,16 @@ def _recommend_indices(store, info:dict, name:str, B:int):
 
 def cmd_recommend(args) -> dict:
     "Rank (algorithm, mode) pairs for a number of steps from a saved comparison."
-    from gnnbatch_nb.measure.compare import load_cost_model, recommend
-    cm, info = load_cost_model(args.source)
-    st = info['settings']
+    from gnnbatch_nb.measure.compare import recommend
+    from gnnbatch_nb.measure.costmodel import cost_model_from_json
+    info = check_compare_json(args.source)                  # one line saying what is wrong with which file
+    cm, st = cost_model_from_json(info), info['settings']
     name = args.dataset or next((d for d in DATASETS if st['dataset'].lower().startswith(d)), st['dataset'])
     store = load_dataset(name, cache_dir=args.cache_dir, data=args.data)
     B = args.batch_size or st['batch_size']
     idx = _recommend_indices(store, info, name, B)
     profiles = {a: ShapeProfile.simulate(store.sizes[idx], a, B) for a in _algorithms(args.algorithms)}
-    rank = recommend(cm, profiles, args.steps)
+    rank = recommend(cm, profiles, args.steps, margin=st.get('margin', 0.05))
     return dict(steps=args.steps, batch_size=B, dataset=store.name, measured_on=info['machine'], model=st['model'],
                 break_even=rank.attrs.get('break_even'), verdict=rank.attrs.get('verdict'),
                 ranking=rank.to_dict(orient='records'))
@@ -487,8 +507,7 @@ def _add_compare(sub):
     a('--batch-size', type=int_at_least(1), default=32, help='batch size B (default 32)')
     a('--algorithms', nargs='+', default=list(ALGORITHMS), help='algorithms (default: all)')
     a('--modes', nargs='+', choices=('eager', 'compiled', 'compiled-dynamic', 'cudagraphs'),
-      default=['eager', 'compiled'],
-      help='compile modes (default: eager compiled)')
+      default=['eager', 'compiled'], help='compile modes (default: eager compiled)')
     a('--steps', type=int_at_least(2), default=10, help='timed rounds at least, a step of every pair each (default 10)')
     a('--budget', type=nonnegative_float, default=120.0,
       help='then more rounds for up to this many seconds, until the fastest group settles (default 120; 0: none)')
@@ -504,6 +523,7 @@ def _add_compare(sub):
     a('--threads', type=int_at_least(1), default=usable_cores(),
       help=f'torch threads (default: the {usable_cores()} cores this process may use)')
     a('--out', default='gnnbatch-compare', help='results folder (default ./gnnbatch-compare)')
+    a('--overwrite', action='store_true', help='replace a comparison in --out (moved aside to OUT.old-<time>)')
     a('--compile-cache', default=None,
       help="inductor's cache folder (default: inductor's own; an empty folder measures cold compilations)")
     cp.set_defaults(func=cmd_compare, fmt=format_compare)

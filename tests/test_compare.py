@@ -301,3 +301,43 @@ def test_the_fastest_group_and_the_words(vs, margin):
     head, _, tail = words.partition('; avoid: ')
     assert all((names[i] + ' (') in head for i in np.flatnonzero(group))
     assert all((names[i] + ' (') in tail for i in np.flatnonzero(avoid))
+
+# ---- issue 20 for compare: it owns its folder, an interrupt keeps what was measured ---------------------------------
+SMALL = ('--limit', '300', '--batch-size', '8', '--backend', 'eager', '--algorithms', 'dynamic', 'packing',
+         '--compile-sample', 'dynamic')
+
+def test_a_second_compare_into_one_folder_is_refused_unless_told(tmp_path):
+    out = tmp_path/'c'
+    gnnbatch('compare', *SMALL, '--steps', '2', '--budget', '0', '--out', str(out))
+    first = (out/'compare.json').read_text()
+    r = gnnbatch('compare', *SMALL, '--steps', '2', '--budget', '0', '--out', str(out), check=False)
+    assert r.returncode == 2 and '--overwrite' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (out/'compare.json').read_text() == first                     # nothing lost, nothing mixed
+    gnnbatch('compare', *SMALL, '--steps', '2', '--budget', '0', '--out', str(out), '--overwrite')
+    old = [p for p in tmp_path.iterdir() if p.name.startswith('c.old-')]
+    assert len(old) == 1 and (old[0]/'compare.json').read_text() == first
+    assert sorted(p.name for p in out.iterdir()) == sorted(['compare.csv', 'steps.csv', 'compare.json', 'compare.png'])
+
+def test_compare_checks_its_backend_and_device_before_work():
+    for flags in (('--backend', 'inductr'), ('--device', 'cpuu')):
+        r = gnnbatch('compare', *flags, check=False)
+        assert r.returncode == 2 and flags[0] in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+def test_ctrl_c_in_compare_keeps_the_rounds_measured(tmp_path):
+    "SIGINT to a real `gnnbatch compare` during its rounds: exit 130, one line, a partial comparison recommend reads."
+    import signal, time
+    out = tmp_path/'c'
+    p = subprocess.Popen(['gnnbatch', 'compare', *SMALL, '--steps', '2', '--budget', '600', '--out', str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    line = p.stderr.readline()                                           # "compare: ... measured in rotation ..."
+    assert 'in rotation' in line, line
+    time.sleep(25)                                                       # the first rounds
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err
+    assert 'interrupted after' in err and 'saved in' in err and 'Traceback' not in err and time.time() - t0 < 200
+    info = json.loads((out/'compare.json').read_text())
+    assert info['settings']['partial'] and info['settings']['stopped'] == 'interrupted'
+    assert info['settings']['pairs_measured']
+    assert gnnbatch('recommend', '--from', str(out), '--steps', '1000').returncode == 0

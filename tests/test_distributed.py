@@ -24,10 +24,10 @@ def small_store():
 
 def _recording(t):
     "Record the graph indices of every batch `t` trains on."
-    seen, nxt = [], t.next_batch
-    def next_batch():
-        b = nxt(); seen.append(b.graph_index.tolist()); return b
-    t.next_batch = next_batch
+    seen, step = [], t.train_step                  # the batches the steps train on (built ahead or not)
+    def train_step(b):
+        seen.append(b.graph_index.tolist()); return step(b)
+    t.train_step = train_step
     return seen
 
 def scenario_train(out:Path):

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/07d_compare.ipynb #bc905900
 from __future__ import annotations
-import importlib, json, tempfile, time, warnings
+import contextlib, fcntl, importlib, json, shutil, tempfile, time, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -19,13 +19,15 @@ from .costmodel import (CostModel, ShapeProfile, cost_model_from_json, cost_mode
                                            fastest_group, AVOID_RATIO)
 from .machine import machine_info
 from ..training.timers import compile_cache
+from ..graphs import check_writable
 from ..data.datasets import train_indices
 
 # %% auto #0
-__all__ = ['DEFAULT_COMPILE_SAMPLE', 'MIN_STATED_ERR', 'STUDY_DEFAULTS', 'CompareSettings', 'hcol', 'tabulate', 'fastest_groups',
-           'GroupStopper', 'Comparison', 'compare', 'add_verdicts', 'disagreements', 'shape_inversions', 'fit_summary',
-           'format_fit', 'verdict_words', 'verdict_line', 'complete_table', 'format_table', 'highlighted_pairs',
-           'plot_compare', 'save_compare', 'load_cost_model', 'recommend', 'verdict_text', 'load_compare']
+__all__ = ['DEFAULT_COMPILE_SAMPLE', 'MIN_STATED_ERR', 'STUDY_DEFAULTS', 'COMPARE_FILES', 'CompareSettings', 'hcol', 'tabulate',
+           'fastest_groups', 'GroupStopper', 'Comparison', 'compare', 'add_verdicts', 'disagreements',
+           'shape_inversions', 'fit_summary', 'format_fit', 'verdict_words', 'verdict_line', 'complete_table',
+           'format_table', 'highlighted_pairs', 'plot_compare', 'holds_comparison', 'compare_folder', 'save_compare',
+           'load_cost_model', 'recommend', 'verdict_text', 'load_compare']
 
 # %% ../../nbs/07d_compare.ipynb #44edb322
 DEFAULT_COMPILE_SAMPLE = ('static-constant', 'static-64', 'static-2^N', 'bucketing', 'dynamic', 'packing')
@@ -404,9 +406,40 @@ def plot_compare(c:Comparison, path=None, max_steps:float=3e6):
     if path is not None: fig.savefig(path, dpi=110); plt.close(fig)
     return fig
 
+# %% ../../nbs/07d_compare.ipynb #15caea49
+COMPARE_FILES = ('compare.csv', 'steps.csv', 'compare.json', 'compare.png')
+
+def holds_comparison(folder) -> bool:
+    "Whether `folder` holds (part of) a saved comparison."
+    return folder is not None and any((Path(folder)/f).exists() for f in COMPARE_FILES)
+
+def _lock(path:Path):
+    "An exclusive lock on the file `path` (closing it, or the process ending, releases it)."
+    f = open(path, 'a+')
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close(); raise ValueError(f"{path.parent/path.name[1:-5]} is being written by another gnnbatch compare; "
+                                    "wait for it to end, or choose another --out") from None
+    return f
+
+@contextlib.contextmanager
+def compare_folder(out, # where the comparison will be saved
+                   overwrite:bool=False, # replace a comparison there (it is moved aside, not deleted)
+                  ):
+    "Context manager, entered before measuring: `out` checked writable, locked, refused if it holds a comparison."
+    out = Path(out); check_writable(out.parent, 'the folder of --out')
+    lock = _lock(out.parent/f'.{out.name}.lock')
+    try:
+        if holds_comparison(out) and not overwrite:
+            held = ', '.join(f for f in COMPARE_FILES if (out/f).exists())
+            raise ValueError(f"--out {out} holds a comparison already ({held}); pass --overwrite to replace it "
+                             "(it is moved aside, not deleted), or choose another --out")
+        yield out
+    finally: lock.close()
+
 # %% ../../nbs/07d_compare.ipynb #e9d83089
-def _write_compare(c:Comparison, out:Path) -> dict:
-    "Write the four files of a comparison to `out`; their paths."
+def _write_files(c:Comparison, out:Path) -> dict:
+    "Write the files of a comparison to the folder `out`; their paths."
     out.mkdir(parents=True, exist_ok=True)
     paths = dict(table=out/'compare.csv', steps=out/'steps.csv', json=out/'compare.json', plot=out/'compare.png')
     c.table.to_csv(paths['table'], index=False)
@@ -416,7 +449,26 @@ def _write_compare(c:Comparison, out:Path) -> dict:
                 machine=c.machine, flags=list(c.flags), **cost_model_to_json(c.cost_model))
     paths['json'].write_text(json.dumps(info, indent=1, default=float))
     plot_compare(c, paths['plot'])
-    return {k: str(v) for k, v in paths.items()}
+    return paths
+
+def _aside(out:Path) -> Path:
+    "Rename the folder `out` to a free `out.old-<time>`; the new name."
+    old = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    while old.exists(): old = old.with_name(old.name + '-1')
+    out.rename(old)
+    return old
+
+def _write_compare(c:Comparison, out:Path) -> dict:
+    "Write the files to a new folder beside `out`, then rename it to `out` (one there before is moved aside)."
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent if out.parent.is_dir() else None))
+    try: paths = _write_files(c, tmp)
+    except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
+    old = None
+    if out.exists():
+        if holds_comparison(out) or any(out.iterdir()): old = _aside(out)
+        else: out.rmdir()
+    tmp.rename(out)
+    return dict({k: str(out/p.name) for k, p in paths.items()}, **({'moved_aside': str(old)} if old else {}))
 
 def save_compare(c:Comparison, # a `compare` result
                  out, # the results folder
