@@ -39,6 +39,13 @@ def pyg_file(path, n=30, nan_at=None, seed=0):
     return path
 
 
+@pytest.fixture(autouse=True)
+def exact_subnormals_after():
+    "Training in this process flushes subnormals (`flush_denormals`); later tests (hypothesis) need them exact."
+    yield
+    torch.set_flush_denormal(False)
+
+
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory): return pyg_file(tmp_path_factory.mktemp('user')/'tiny.pt')
 
