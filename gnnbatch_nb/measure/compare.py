@@ -19,6 +19,7 @@ from .costmodel import (CostModel, ShapeProfile, cost_model_from_json, cost_mode
                                            fastest_group, AVOID_RATIO)
 from .machine import machine_info
 from ..training.timers import compile_cache
+from ..training.train import target_stats
 from ..graphs import check_writable
 from ..data.datasets import train_indices
 
@@ -155,6 +156,7 @@ def compare(store:GraphStore, # the dataset
     "Measure every pair in rotation until the verdict settles, fit the cost model, tabulate: a `Comparison`."
     cfg = replace(settings or CompareSettings(), **overrides).check()
     idx, t_start = train_indices(store, indices), time.perf_counter()
+    target_stats(store, store.target_names[-1], idx)          # a NaN target: one line naming its graph, before work
     profiles = {a: ShapeProfile.simulate(store.sizes[idx], a, batch_size, epochs=cfg.epochs, seed=cfg.seed)
                 for a in cfg.algorithms}
     got = _measure(store, model, batch_size, cfg, idx, profiles, log if progress else None)

@@ -19,6 +19,7 @@ from ..loading import PaddedBatch, collate, edge_pairs, pair_tensors, prefetch
 from ..training.timers import (sync, compile_model, compile_cache, CompileCounter, COMPILE_MODES,
                                          timing_settings, train_step)
 from ..models.registry import masked_mse, make_model, dataset_species
+from ..training.train import target_stats
 from .machine import machine_info, in_fresh_process
 
 # %% auto #0
@@ -53,11 +54,10 @@ def _train_setup(store:GraphStore, model, seed:int, device, lr:float, indices, t
     "What a timed run needs: training graphs `idx` `[n]`, the target, its mean and std, the seeded model, Adam."
     idx = train_indices(store, indices)
     target = target or store.target_names[-1]
-    y = store.y[idx, store.target_names.index(target)]
+    mean, std = target_stats(store, target, idx)     # a NaN target is refused, naming its graph (06b)
     timing_settings(); torch.manual_seed(seed)       # the process settings of every trainer (06a)
     net = model.to(device) if isinstance(model, torch.nn.Module) else \
         make_model(model, dataset_species(store), **(model_kwargs or {})).to(device)
-    mean, std = float(y.mean()), float(y.std())
     return dict(idx=idx, target=target, mean=mean, std=std, net=net, loss_fn=partial(masked_mse, mean=mean, std=std),
                 opt=torch.optim.Adam(net.parameters(), lr=lr))
 
