@@ -14,7 +14,7 @@ from .graphs import check_writable
 from .data.datasets import DATASETS, USER_DATASET, PYG_SUFFIXES, load_dataset, select_split, train_indices
 from .batching.registry import ALGORITHMS, make_plan, algorithm_options
 from .measure.machine import machine_info
-from .measure.costmodel import ShapeProfile
+from .measure.costmodel import ShapeProfile, DEFAULT_MARGIN
 from .training.distributed import add_train_arguments, format_train
 from .training.timers import usable_cores
 
@@ -263,7 +263,7 @@ def cmd_recommend(args) -> dict:
     B = args.batch_size or st['batch_size']
     idx = _recommend_indices(store, info, name, B)
     profiles = {a: ShapeProfile.simulate(store.sizes[idx], a, B) for a in _algorithms(args.algorithms)}
-    rank = recommend(cm, profiles, args.steps, margin=st.get('margin', 0.05))
+    rank = recommend(cm, profiles, args.steps, margin=st.get('margin', DEFAULT_MARGIN))
     return dict(steps=args.steps, batch_size=B, dataset=store.name, measured_on=info['machine'], model=st['model'],
                 break_even=rank.attrs.get('break_even'), verdict=rank.attrs.get('verdict'),
                 ranking=rank.to_dict(orient='records'))
@@ -511,8 +511,8 @@ def _add_compare(sub):
     a('--steps', type=int_at_least(2), default=10, help='timed rounds at least, a step of every pair each (default 10)')
     a('--budget', type=nonnegative_float, default=120.0,
       help='then more rounds for up to this many seconds, until the fastest group settles (default 120; 0: none)')
-    a('--margin', type=fraction, default=0.05,
-      help='practical-equivalence margin of the fastest group, a fraction (default 0.05: 5 %%)')
+    a('--margin', type=fraction, default=DEFAULT_MARGIN,
+      help='practical-equivalence margin of the fastest group, a fraction (default 0.10: 10 %%)')
     a('--compile-sample', nargs='+', default=None,
       help='algorithms measured compiled, one-shape ones fully, the others at a sample shape (default: all but concat)')
     a('--horizons', nargs='+', type=int_at_least(1), default=[100_000, 2_000_000],
@@ -525,7 +525,7 @@ def _add_compare(sub):
     a('--out', default='gnnbatch-compare', help='results folder (default ./gnnbatch-compare)')
     a('--overwrite', action='store_true', help='replace a comparison in --out (moved aside to OUT.old-<time>)')
     a('--compile-cache', default=None,
-      help="inductor's cache folder (default: inductor's own; an empty folder measures cold compilations)")
+      help="inductor's cache folder (default: a new empty one, so compilations are measured cold)")
     cp.set_defaults(func=cmd_compare, fmt=format_compare)
 
 def _add_recommend(sub):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from .batching.registry import ALGORITHMS, make_plan
 from .data.datasets import DATASETS, load_dataset, train_indices
-from .measure.costmodel import CostModel, ShapeProfile, AVOID_RATIO
+from .measure.costmodel import CostModel, ShapeProfile, AVOID_RATIO, DEFAULT_MARGIN
 from .measure.compare import compare, load_cost_model, recommend, plot_compare, Comparison, complete_table
 
 # %% auto #0
@@ -104,7 +104,7 @@ def cell_comparison(cell:dict, # a grid cell or a live run: `model`, `table`, `p
                    ) -> Comparison:
     "The cell as a `Comparison` (its table completed with the verdict columns), e.g. for `plot_compare`."
     s = cell['settings']
-    horizons, margin = tuple(s.get('horizons', (100_000, 2_000_000))), s.get('margin', 0.05)
+    horizons, margin = tuple(s.get('horizons', (100_000, 2_000_000))), s.get('margin', DEFAULT_MARGIN)
     t = complete_table(cell['table'], horizons, margin)
     profiles = {a: cell['profiles'][a] for a in dict.fromkeys(t.algorithm)}
     return Comparison(t, cell['model'], profiles, s, cell['machine'], None, horizons, margin)
@@ -186,7 +186,7 @@ def cell_data(cell:dict, profiles:dict) -> dict:
                 machine=cell['machine'].get('cpu', ''))
 
 def panel_data(grid:dict, profiles:dict, steps:float=100_000,
-               margin:float=0.05, # practical-equivalence margin of the fastest group (`recommend`'s default)
+               margin:float=DEFAULT_MARGIN, # practical-equivalence margin of the fastest group (`recommend`'s default)
               ) -> dict:
     "The JSON the static panel embeds: every cell, the profiles its algorithms need, the initial steps."
     cells = {f'{d}|{m}|{b}': cell_data(c, profiles[(d, b)]) for (d, m, b), c in sorted(grid.items())}

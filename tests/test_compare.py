@@ -170,7 +170,7 @@ def test_clear_winner_when_it_beats_the_runner_up_beyond_the_interval(sizes):
         assert t[f'hi_hours_{h}'][0] < t[f'lo_hours_{h}'][1]
     assert (t.step_src == 'measured').all()
     text = format_table(t, (1000, 10**6))
-    assert '<' in text and 'fastest group (none shown more than 5 % slower than the best' in text
+    assert '<' in text and 'fastest group (none shown more than 10 % slower than the best' in text
     assert 'avoid: packing / eager (1.3× slower)' in text.splitlines()[-1]
 
 def test_a_difference_within_the_interval_is_a_tie(sizes):
@@ -287,7 +287,8 @@ def test_a_smaller_shape_much_slower_than_a_larger_one_is_flagged():
     got = shape_inversions(cm)           # dynamic (640) is 24 % slower than static-2^N on the larger 1024
     assert len(got) == 1 and got[0].startswith('dynamic / compiled') and 'static-2^N / compiled' in got[0]
 
-@given(vs=st.lists(st.floats(1.0, 5.0), min_size=1, max_size=8), margin=st.floats(0.0, 0.2))
+@given(vs=st.lists(st.floats(1.0, 5.0, allow_subnormal=False), min_size=1, max_size=8),
+       margin=st.floats(0.0, 0.2, allow_subnormal=False))
 @settings(max_examples=50, deadline=None)
 def test_the_fastest_group_and_the_words(vs, margin):
     "Exact totals (no interval): the group is every pair within the margin of the best, named in the words."

@@ -14,9 +14,8 @@ from ..graphs import GraphStore, random_split
 from ..batching.registry import ALGORITHMS
 from .steps import measure_rotating, measure_rotating_fresh
 from dataclasses import dataclass, asdict, replace, field
-from torch._inductor.runtime.cache_dir_utils import cache_dir as inductor_cache_dir
 from .costmodel import (CostModel, ShapeProfile, cost_model_from_json, cost_model_to_json, verdict,
-                                           fastest_group, AVOID_RATIO)
+                                           fastest_group, AVOID_RATIO, DEFAULT_MARGIN)
 from .machine import machine_info
 from ..training.timers import compile_cache
 from ..training.train import target_stats
@@ -41,7 +40,7 @@ class CompareSettings:
     steps:int = 10 # timed rounds at least (one step of every pair per round)
     warmup:int = 2 # untimed steps of every pair after its first (compiling) step
     budget_s:float = 120.0 # then more rounds until the fastest group stops changing, for up to this long (0: none)
-    margin:float = 0.05 # practical-equivalence margin X of the fastest group
+    margin:float = DEFAULT_MARGIN # practical-equivalence margin X of the fastest group
     stable_checks:int = 3 # the fastest groups unchanged over this many checks end the measurement
     check_s:float = 10.0 # seconds of rounds between two checks
     compile_sample:tuple = DEFAULT_COMPILE_SAMPLE # algorithms measured compiled (one-shape ones fully, others sampled)
@@ -51,7 +50,7 @@ class CompareSettings:
     backend:str = 'inductor' # torch.compile backend ('eager' only traces: for tests)
     epochs:int = 3 # simulated epochs per shape profile
     mode_samples:dict|None = None # mode -> algorithms to measure compiled in that mode (overrides `compile_sample`)
-    cache_dir:str|None = None # inductor cache folder (default: inductor's own); reported cold or warm
+    cache_dir:str|None = None # inductor cache folder (default: a new empty one: cold); reported cold or warm
     fresh:bool = True # measure in a fresh Python process, as a training run would (`measure_rotating_fresh`)
 
     def check(self):
@@ -85,9 +84,9 @@ def _measure(store, model:str, batch_size:int, cfg:CompareSettings, idx, profile
                 f"warmed up{' in a fresh process' if cfg.fresh else ''}, then measured in rotation for "
                 f"{cfg.steps} rounds" + (f" and up to {cfg.budget_s:.0f} s until the verdict settles" if cfg.budget_s
                                          else ''))
-    folder = str(cfg.cache_dir or inductor_cache_dir())
-    if cfg.fresh: return measure_rotating_fresh(store, cache_dir=folder, **kw)
-    with compile_cache(folder) as cache: return dict(measure_rotating(store, **kw), cache=cache)
+    if cfg.fresh: return measure_rotating_fresh(store, cache_dir=cfg.cache_dir, **kw)   # None: a new, cold one
+    with tempfile.TemporaryDirectory(prefix='gnnbatch_cache_') as d, compile_cache(cfg.cache_dir or d) as cache:
+        return dict(measure_rotating(store, **kw), cache=cache)
 
 # %% ../../nbs/07d_compare.ipynb #1a1cc808
 def hcol(kind:str, # 'hours', 'lo_hours', 'hi_hours', 'compiles', 'best', 'winner', 'tie', 'group', 'avoid', 'vs_best'
@@ -98,7 +97,7 @@ def hcol(kind:str, # 'hours', 'lo_hours', 'hi_hours', 'compiles', 'best', 'winne
 def tabulate(runs:list, # results of `measure` / `measure_rotating` (`spec`, `records`, `summary`)
              profiles:dict, # algorithm -> `ShapeProfile` of the training data
              modes=('eager', 'compiled'), horizons=(100_000, 2_000_000),
-             margin:float=0.05, # practical-equivalence margin of the fastest group
+             margin:float=DEFAULT_MARGIN, # practical-equivalence margin of the fastest group
             ) -> tuple:
     "(table, records, cost model): fit the model to the runs, give it their measured figures, tabulate every pair."
     records = pd.concat([r['records'].assign(run=i, algorithm=r['spec']['algorithm'], mode=r['spec']['mode'])
@@ -222,7 +221,7 @@ def _row(a:str, m:str, p:ShapeProfile, s:dict|None, cm:CostModel, horizons) -> d
     row['sampled'] = bool(s is not None and src == 'projected')
     return row
 
-def add_verdicts(t:pd.DataFrame, horizons, margin:float=0.05) -> pd.DataFrame:
+def add_verdicts(t:pd.DataFrame, horizons, margin:float=DEFAULT_MARGIN) -> pd.DataFrame:
     "Per horizon: `best`, clear `winner` and `tie` (`verdict`), the fastest `group`, `vs_best` and `avoid`."
     for h in horizons:
         est, lo, hi = t[hcol('hours', h)], t[hcol('lo_hours', h)], t[hcol('hi_hours', h)]
@@ -232,7 +231,7 @@ def add_verdicts(t:pd.DataFrame, horizons, margin:float=0.05) -> pd.DataFrame:
         t[hcol('avoid', h)] = ~t[hcol('group', h)] & (t[hcol('vs_best', h)] >= AVOID_RATIO)
     return t
 
-def _table(runs, cm, profiles, modes, horizons, margin:float=0.05) -> pd.DataFrame:
+def _table(runs, cm, profiles, modes, horizons, margin:float=DEFAULT_MARGIN) -> pd.DataFrame:
     "One row per (algorithm, mode), with `add_verdicts`' columns per horizon."
     measured = {(r['spec']['algorithm'], r['spec']['mode']): r['summary'] for r in runs}
     t = pd.DataFrame([_row(a, m, p, measured.get((a, m)), cm, horizons) for m in modes for a, p in profiles.items()])
@@ -310,7 +309,7 @@ def verdict_words(names:list, # "algorithm / mode" of each pair
     return line
 
 def verdict_line(t:pd.DataFrame, # a comparison table with `add_verdicts`' columns
-                 horizon:int, margin:float=0.05) -> str:
+                 horizon:int, margin:float=DEFAULT_MARGIN) -> str:
     "The table's verdict at `horizon` in words (`verdict_words`)."
     c = lambda k: t[hcol(k, horizon)].to_numpy()
     names = [f"{a} / {m}" for a, m in zip(t.algorithm, t['mode'])]
@@ -319,7 +318,7 @@ def verdict_line(t:pd.DataFrame, # a comparison table with `add_verdicts`' colum
 # %% ../../nbs/07d_compare.ipynb #d420079b
 def _hours(x:float) -> str: return f"{x*3600:.0f} s" if x < 1/60 else (f"{x*60:.1f} min" if x < 1 else f"{x:.1f} h")
 
-def complete_table(t:pd.DataFrame, horizons=(100_000, 2_000_000), margin:float=0.05) -> pd.DataFrame:
+def complete_table(t:pd.DataFrame, horizons=(100_000, 2_000_000), margin:float=DEFAULT_MARGIN) -> pd.DataFrame:
     "A comparison table with the interval and verdict columns; tables saved before they existed get point values."
     t = t.copy()
     for a, b in (('step_lo_ms', 'step_ms'), ('step_hi_ms', 'step_ms')):
@@ -344,7 +343,7 @@ def _table_line(r, horizons) -> str:
         line += f"{_hours(r[hcol('hours', h)]) + ' (' + format(r[hcol('compiles', h)], '.0f') + ')':>16}{mark:>2}"
     return line
 
-def format_table(t:pd.DataFrame, horizons=(100_000, 2_000_000), margin:float=0.05) -> str:
+def format_table(t:pd.DataFrame, horizons=(100_000, 2_000_000), margin:float=DEFAULT_MARGIN) -> str:
     "The comparison as text: `*` projected figures; per horizon `<` best, `=` fastest group, `!` avoid; verdicts."
     t = complete_table(t, horizons, margin)
     head = (f"{'algorithm':<16}{'mode':<9}{'node eff':>9}{'shapes/ep':>10}{'step ms':>10}{'95 % ms':>10}"
@@ -429,7 +428,7 @@ def compare_folder(out, # where the comparison will be saved
                    overwrite:bool=False, # replace a comparison there (it is moved aside, not deleted)
                   ):
     "Context manager, entered before measuring: `out` checked writable, locked, refused if it holds a comparison."
-    out = Path(out); check_writable(out.parent, 'the folder of --out')
+    out = check_writable(out, '--out')
     lock = _lock(out.parent/f'.{out.name}.lock')
     try:
         if holds_comparison(out) and not overwrite:
@@ -499,7 +498,7 @@ def recommend(cost_model:CostModel, # fitted, e.g. `compare(...).cost_model` or 
               profiles:dict, # algorithm -> `ShapeProfile` of the training data
               steps:float, # number of training steps planned
               modes=None, # compile modes to consider (default: those the model was fitted on)
-              margin:float=0.05, # practical-equivalence margin of the fastest group
+              margin:float=DEFAULT_MARGIN, # practical-equivalence margin of the fastest group
              ) -> pd.DataFrame:
     "Every (algorithm, mode) ranked by predicted total time for `steps`, the fastest group, the break-even."
     rank = cost_model.recommend(profiles, steps, modes, margin)
@@ -515,7 +514,7 @@ def verdict_text(rank:pd.DataFrame, # a ranking from `recommend` (columns `vs_be
     "The ranking's verdict in words (`verdict_words`)."
     names = [f"{a} / {m}" for a, m in zip(rank.algorithm, rank['mode'])]
     return verdict_words(names, rank.vs_best.to_numpy(), rank.group.to_numpy(), rank.avoid.to_numpy(), steps,
-                         rank.attrs.get('margin', 0.05))
+                         rank.attrs.get('margin', DEFAULT_MARGIN))
 
 # %% ../../nbs/07d_compare.ipynb #d4840291
 def load_compare(folder, # written by `save_compare`
@@ -524,7 +523,7 @@ def load_compare(folder, # written by `save_compare`
     "A saved comparison as `compare` returns it (records too when `steps.csv` is there)."
     cm, info = load_cost_model(folder)
     s = info['settings']
-    horizons, margin = tuple(s.get('horizons', (100_000, 2_000_000))), s.get('margin', 0.05)
+    horizons, margin = tuple(s.get('horizons', (100_000, 2_000_000))), s.get('margin', DEFAULT_MARGIN)
     t = complete_table(pd.read_csv(Path(folder)/'compare.csv'), horizons, margin)
     sizes = store.sizes[train_indices(store, None)][:s.get('graphs')]
     profiles = {a: ShapeProfile.simulate(sizes, a, s['batch_size'], epochs=epochs, seed=seed)

@@ -12,8 +12,9 @@ from ..sizes import GraphSizes
 from ..batching.registry import make_plan
 
 # %% auto #0
-__all__ = ['FEATURES', 'AVOID_RATIO', 'steady_shapes', 'StepCost', 'fit_step_cost', 'heldout_errors', 'compile_cost',
-           'ShapeProfile', 'verdict', 'fastest_group', 'CostModel', 'cost_model_to_json', 'cost_model_from_json']
+__all__ = ['FEATURES', 'AVOID_RATIO', 'DEFAULT_MARGIN', 'steady_shapes', 'StepCost', 'fit_step_cost', 'heldout_errors',
+           'compile_cost', 'ShapeProfile', 'verdict', 'fastest_group', 'CostModel', 'cost_model_to_json',
+           'cost_model_from_json']
 
 # %% ../../nbs/07c_costmodel.ipynb #a225e911
 FEATURES = ('N', 'E', 'G')
@@ -168,10 +169,11 @@ def verdict(est, # estimated totals `[n]`
 
 # %% ../../nbs/07c_costmodel.ipynb #7a9a7a5f
 AVOID_RATIO = 1.2      # an estimate at least this many times the best's: a pair to avoid
+DEFAULT_MARGIN = 0.10  # slower by up to 10 %: as fast for practical purposes (above run-to-run drift)
 
 def fastest_group(est, # estimated totals `[n]`
                   lo, hi, # their intervals' ends `[n]`
-                  margin:float=0.05, # practical-equivalence margin X: slower by up to this fraction is "as fast"
+                  margin:float=DEFAULT_MARGIN, # practical-equivalence margin X: up to this fraction slower is "as fast"
                  ) -> np.ndarray:
     "Boolean `[n]`: the pairs not shown slower than the best by more than `margin` (`lo <= (1 + X) * hi_best`)."
     best, _, _ = verdict(est, lo, hi)
@@ -280,7 +282,7 @@ class CostModel:
         return 0.0 if len(bad) == 0 else float(grid[bad[-1] + 1])
 
     def recommend(self, profiles:dict, steps:float, modes=None,
-                  margin:float=0.05, # practical-equivalence margin of `fastest_group`
+                  margin:float=DEFAULT_MARGIN, # practical-equivalence margin of `fastest_group`
                  ) -> pd.DataFrame:
         "Every (algorithm, mode) ranked by predicted total time for `steps`: `verdict`'s flags, `group`, `avoid`."
         rows = []
