@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #8f965541
 from __future__ import annotations
-import argparse, json, math, os, platform, re, sys, time
+import argparse, json, math, os, platform, re, signal, sys, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -215,6 +215,7 @@ def _measure_and_save(args, cfg, out) -> tuple:
     store = load_args_dataset(args)
     idx = train_indices(store)                                     # the split every job uses (SPLIT_SEED)
     if args.limit: idx = idx[:args.limit]
+    signal.signal(signal.SIGTERM, signal.default_int_handler)    # SIGTERM: stop as Ctrl-C does, keeping what is done
     try: res = compare(store, args.model, args.batch_size, cfg, indices=idx, log=lambda m: print(m, file=sys.stderr))
     except KeyboardInterrupt:
         print(f"gnnbatch compare: interrupted before a whole round was measured; nothing was written to {out}",

@@ -324,8 +324,9 @@ def test_compare_checks_its_backend_and_device_before_work():
         r = gnnbatch('compare', *flags, check=False)
         assert r.returncode == 2 and flags[0] in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
-def test_ctrl_c_in_compare_keeps_the_rounds_measured(tmp_path):
-    "SIGINT to a real `gnnbatch compare` during its rounds: exit 130, one line, a partial comparison recommend reads."
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_in_compare_keeps_the_rounds_measured(tmp_path, sig):
+    "SIGINT (Ctrl-C) or SIGTERM to a real `gnnbatch compare` in its rounds: exit 130, one line, a partial comparison."
     import signal, time
     out = tmp_path/'c'
     p = subprocess.Popen(['gnnbatch', 'compare', *SMALL, '--steps', '2', '--budget', '600', '--out', str(out)],
@@ -334,7 +335,7 @@ def test_ctrl_c_in_compare_keeps_the_rounds_measured(tmp_path):
     line = p.stderr.readline()                                           # "compare: ... measured in rotation ..."
     assert 'in rotation' in line, line
     time.sleep(25)                                                       # the first rounds
-    p.send_signal(signal.SIGINT)
+    p.send_signal(getattr(signal, sig))
     _, err = p.communicate(timeout=300)
     assert p.returncode == 130, err
     assert 'interrupted after' in err and 'saved in' in err and 'Traceback' not in err and time.time() - t0 < 200
