@@ -17,7 +17,7 @@ from ..graphs import GraphStore, GraphDataset, check_writable
 from ..data.datasets import load_dataset
 from ..batching.registry import make_plan
 from ..batching.plan import balanced_shard_plan
-from ..training.train import TrainConfig
+from ..training.train import TrainConfig, Trainer
 from ..training.distributed import (DistributedTrainer, process_group, all_ranks, spawn_ranks,
     summarise_run, wait_parts, RankFailed)
 from ..measure.machine import machine_info, save_machine
@@ -45,6 +45,9 @@ class NaiveTrainer(DistributedTrainer):
         b = next(self._batches, None)
         if b is None: self.epoch, self._batches = self.epoch + 1, None; return self.next_batch()
         return from_pyg(b.to(self.device))
+    def batches(self, depth:int=2):
+        "The naive loader's own batches, one by one in the step (`depth` unused: the baseline builds nothing ahead)."
+        return Trainer.batches(self, 0)
 
 # %% ../../nbs/08d_bench_distributed.ipynb #1be782bd
 @dataclass
