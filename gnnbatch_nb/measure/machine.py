@@ -22,11 +22,11 @@ def cpu_model() -> str:
 
 def source_commit(folder=None, # a folder inside the checkout (default: the package's own)
                  ) -> dict:
-    "The git commit of the code that ran and whether its tree had changes (`None`s outside a git checkout)."
+    "The git commit of the code that ran and whether its files had changes since (`None`s outside a checkout)."
     import gnnbatch_nb
     folder = str(folder or Path(gnnbatch_nb.__file__).resolve().parent)
     git = lambda *a: subprocess.run(['git', '-C', folder, *a], capture_output=True, text=True, timeout=20)
-    try: head, status = git('rev-parse', 'HEAD'), git('status', '--porcelain', '--untracked-files=no')
+    try: head, status = git('rev-parse', 'HEAD'), git('status', '--porcelain', '--untracked-files=no', '--', '.')
     except (OSError, subprocess.SubprocessError): return dict(commit=None, dirty=None)
     if head.returncode != 0: return dict(commit=None, dirty=None)
     return dict(commit=head.stdout.strip(), dirty=bool(status.stdout.strip()))
