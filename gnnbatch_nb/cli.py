@@ -215,7 +215,8 @@ def _measure_and_save(args, cfg, out) -> tuple:
     store = load_args_dataset(args)
     idx = train_indices(store)                                     # the split every job uses (SPLIT_SEED)
     if args.limit: idx = idx[:args.limit]
-    signal.signal(signal.SIGTERM, signal.default_int_handler)    # SIGTERM: stop as Ctrl-C does, keeping what is done
+    for s in (signal.SIGINT, signal.SIGTERM):                     # both stop as Ctrl-C does, keeping what is done
+        signal.signal(s, signal.default_int_handler)              # (also where a shell started us ignoring SIGINT)
     try: res = compare(store, args.model, args.batch_size, cfg, indices=idx, log=lambda m: print(m, file=sys.stderr))
     except KeyboardInterrupt:
         print(f"gnnbatch compare: interrupted before a whole round was measured; nothing was written to {out}",

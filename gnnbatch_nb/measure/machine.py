@@ -53,6 +53,8 @@ def _fresh_child(path:str):
     "Body of `in_fresh_process`: call the pickled target; pickle `('ok', result)` or `('failed', 'Type: msg')`."
     with open(path, 'rb') as f: target, args, threads = pickle.load(f)
     timing_settings(threads)                 # threads, subnormals flushed, freed memory kept (06a)
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # the parent's Ctrl-C reaches the target, even when
+                                                               # the shell started the parent ignoring SIGINT
     mod, fn = target.split(':')
     try: res = ('ok', getattr(importlib.import_module(mod), fn)(*args))
     except Exception as e: res = ('failed', f'{type(e).__name__}: {e}'[:1000])
