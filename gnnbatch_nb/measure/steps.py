@@ -190,14 +190,14 @@ def quiet_compiler() -> None:
     shutdown_compile_workers()
 
 # %% ../../nbs/07b_measure.ipynb #d8a26c1a
-def _rotation_results(store, model, runs, batch_size, seed, device, backend) -> list:
+def _rotation_results(store, model, runs, batch_size, seed, device, backend, machine:dict) -> list:
     "One result per job that has timed steps, as `measure` returns it, from the rows recorded so far."
     res = []
     for r in (r for r in runs if len(r['rows']) > 1):
         rec, j = pd.DataFrame(r['rows']), r['job']
         spec = _spec(store, model, j['algorithm'], batch_size, j['mode'], backend if j['mode'] != 'eager' else '',
                      len(rec), j['max_shapes'], seed, device)
-        res.append(dict(spec=dict(spec, rotated=True), records=rec, summary=summarise(rec), machine=machine_info()))
+        res.append(dict(spec=dict(spec, rotated=True), records=rec, summary=summarise(rec), machine=machine))
     return res
 
 def _round(runs:list, k:int, device, seq0:int, feed=None) -> None:
@@ -258,7 +258,7 @@ def measure_rotating(store:GraphStore, # the dataset
                      **kwargs) -> dict: # passed to `make_plan`
     "Every job's steps in rotation in this process: `results` (one per job, as `measure`), `stopped`, `rounds`."
     if rounds < 1: raise ValueError(f"rounds must be >= 1, got {rounds}")
-    jobs, device = [_job(j) for j in jobs], torch.device(device)
+    jobs, device, machine = [_job(j) for j in jobs], torch.device(device), machine_info()   # once: it runs git
     args = (batch_size, seed, device)
     with contextlib.ExitStack() as stack:
         torch._dynamo.reset()
@@ -268,9 +268,9 @@ def measure_rotating(store:GraphStore, # the dataset
         feed = _ahead(stack, runs, prefetch_depth, device)
         t0 = time.perf_counter()
         try: k, why = _rounds(runs, rounds, budget_s, stop, check_s, t0, device,
-                              lambda: _rotation_results(store, model, runs, *args, backend), feed)
+                              lambda: _rotation_results(store, model, runs, *args, backend, machine), feed)
         except KeyboardInterrupt: k, why = _whole_rounds(runs), 'interrupted'      # keep every finished round
-    res = _rotation_results(store, model, runs, *args, backend)
+    res = _rotation_results(store, model, runs, *args, backend, machine)
     return dict(results=res, stopped=why, rounds=k, measure_s=time.perf_counter() - t0)
 
 # %% ../../nbs/07b_measure.ipynb #6c19ed05
